@@ -213,6 +213,10 @@ CASES: dict[str, tuple[Any, Any]] = {
     "tool_definition_defaults": (ToolDefinition(name="noop"), ToolDefinition),
     "tool_output_success": (ToolOutput.success({"sum": 3}), ToolOutput),
     "tool_output_failure": (ToolOutput.failure(FAILURE), ToolOutput),
+    "tool_output_attachments": (
+        ToolOutput.success({"shot": IMAGE, "$lash_tool_value": "user data", "n": [1.5]}),
+        ToolOutput,
+    ),
     "tool_output_cancelled": (ToolOutput.cancelled("user hit stop"), ToolOutput),
     "tool_output_fail_control": (
         ToolOutput.success(None, control=FailTurn(failure=FAILURE)),
@@ -369,7 +373,7 @@ def test_encoding_is_canonical() -> None:
 
 
 def test_corrupt_json_names_the_problem() -> None:
-    with pytest.raises(CodecError, match="truncated|malformed|Invalid"):
+    with pytest.raises(CodecError, match=r"truncated|malformed|Invalid"):
         codec.decode(b'{"id": "m", "role": "user", "parts": [', Message)
 
 
@@ -425,3 +429,11 @@ def test_unencodable_values_raise_codec_error() -> None:
         codec.encode({"x": object()})
     with pytest.raises(CodecError, match="cannot convert"):
         codec.to_builtins({"x": object()})
+
+
+def test_tool_values_with_attachments_survive_the_wire_exactly() -> None:
+    output = ToolOutput.success({"shot": IMAGE, "$lash_tool_value": "user data", "n": [1.5]})
+    back = codec.decode(codec.encode(output), ToolOutput)
+    assert back == output
+    assert back.value == {"shot": IMAGE, "$lash_tool_value": "user data", "n": [1.5]}
+    assert isinstance(back.value["shot"], AttachmentRef)

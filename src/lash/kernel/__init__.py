@@ -73,14 +73,21 @@ from .messages import (
 )
 from .outcome import AgentFrameSwitch, Finished, Stopped, StopReason, TurnOutcome
 from .projector import ChatProjector, ContextProjector
+from .protocols.batch import batch_tool_definition, plan_batch
 from .protocols.standard import StandardDriver
 from .render import messages_are_prompt_resume_safe, render_prompt
-from .tools.definition import Availability, Scheduling, ToolDefinition
-from .tools.output import (
+from .tools import (
+    Availability,
     CompletedToolCall,
+    InvalidToolArguments,
     PendingToolCall,
+    Scheduling,
+    ToolDefinition,
     ToolFailure,
     ToolOutput,
+    ToolSurface,
+    tool_definition_from_function,
+    validate_tool_args,
 )
 
 __all__ = [
@@ -109,6 +116,7 @@ __all__ = [
     "GenerationOptions",
     "ImageMediaType",
     "InjectedMessage",
+    "InvalidToolArguments",
     "KernelError",
     "LlmCall",
     "LlmCallError",
@@ -149,11 +157,13 @@ __all__ = [
     "ToolFailure",
     "ToolOutput",
     "ToolResults",
+    "ToolSurface",
     "ToolValueError",
     "TurnCause",
     "TurnCheckpoint",
     "TurnMachine",
     "TurnOutcome",
+    "batch_tool_definition",
     "canonical_hash",
     "decode",
     "decode_document",
@@ -161,7 +171,10 @@ __all__ = [
     "encode_document",
     "from_builtins",
     "messages_are_prompt_resume_safe",
+    "plan_batch",
     "render_prompt",
     "to_builtins",
+    "tool_definition_from_function",
     "user_message",
+    "validate_tool_args",
 ]

@@ -101,7 +101,9 @@ class ReasoningBlock(msgspec.Struct, tag="reasoning", tag_field="type", **_S):
     replay: ReasoningReplay | None = None
 
 
-LlmContentBlock: TypeAlias = TextBlock | ImageBlock | ToolCallBlock | ToolResultBlock | ReasoningBlock
+LlmContentBlock: TypeAlias = (
+    TextBlock | ImageBlock | ToolCallBlock | ToolResultBlock | ReasoningBlock
+)
 
 
 class LlmMessage(msgspec.Struct, **_S):

@@ -74,9 +74,7 @@ from .llm import (
     LlmToolSpec,
     LlmUsage,
     OutputSpec,
-    ReasoningOutput,
     TerminalReason,
-    TextOutput,
     ToolCallOutput,
 )
 from .messages import (
@@ -248,12 +246,15 @@ _EFFECT_NAMES = {
 
 
 def _response_chars(response: LlmResponse) -> int:
-    total = len(response.full_text)
+    """Characters in a reply; ``full_text`` repeats the text parts, so it counts once."""
+    if not response.parts:
+        return len(response.full_text)
+    total = 0
     for part in response.parts:
-        if isinstance(part, TextOutput | ReasoningOutput):
-            total += len(part.text)
-        elif isinstance(part, ToolCallOutput):
+        if isinstance(part, ToolCallOutput):
             total += len(part.input_json)
+        else:
+            total += len(part.text)
     return total
 
 

@@ -142,16 +142,12 @@ class Message(msgspec.Struct, **_S):
 
     def text(self) -> str:
         """The concatenated text and prose content."""
-        return "".join(
-            p.content for p in self.parts if p.kind in (PartKind.TEXT, PartKind.PROSE)
-        )
+        return "".join(p.content for p in self.parts if p.kind in (PartKind.TEXT, PartKind.PROSE))
 
 
 def renumber_parts(message_id: str, parts: tuple[Part, ...] | list[Part]) -> tuple[Part, ...]:
     """Give parts the ids ``{message_id}.p{i}``."""
-    return tuple(
-        msgspec.structs.replace(p, id=f"{message_id}.p{i}") for i, p in enumerate(parts)
-    )
+    return tuple(msgspec.structs.replace(p, id=f"{message_id}.p{i}") for i, p in enumerate(parts))
 
 
 def user_message(message_id: str, text: str, *, origin: MessageOrigin | None = None) -> Message:

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from ..attachments import AttachmentRef
 from ..driver import (
     AdvanceIteration,
     AppendMessages,
@@ -55,6 +56,7 @@ from ..tools.output import (
     CompletedToolCall,
     FailTurn,
     FinishTurn,
+    ModelReturnPart,
     PendingToolCall,
     SwitchAgentFrame,
     TextReturn,
@@ -188,26 +190,19 @@ class StandardDriver:
     ) -> Sequence[DriverAction]:
         """Feed results back to the model, or end the turn on a terminal control.
 
-        Every call gets a result part, empty if its model return has no text, so
-        the history stays prompt-resume-safe; attachments follow as image parts.
+        Every call gets exactly one result part (empty when its model return has
+        no text), so the history stays prompt-resume-safe and providers see one
+        result per call id; its attachments follow as image parts.
         """
         outcome = _terminal_outcome(results)
         answers = _Parts(ctx.new_message_id())
         for r in results:
-            ids = {"tool_call_id": r.call_id, "tool_name": r.tool_name}
-            answered = False
-            for piece in r.model_return:
-                if isinstance(piece, TextReturn):
-                    if piece.text:
-                        answers.add(PartKind.TOOL_RESULT, piece.text, **ids)
-                        answered = True
-                else:
-                    if not answered:
-                        answers.add(PartKind.TOOL_RESULT, "", **ids)
-                        answered = True
-                    answers.add(PartKind.IMAGE, attachment=piece.ref, **ids)
-            if not answered:
-                answers.add(PartKind.TOOL_RESULT, "", **ids)
+            text, images = _merge_model_return(r.model_return)
+            answers.add(PartKind.TOOL_RESULT, text, tool_call_id=r.call_id, tool_name=r.tool_name)
+            for ref in images:
+                answers.add(
+                    PartKind.IMAGE, attachment=ref, tool_call_id=r.call_id, tool_name=r.tool_name
+                )
         actions: list[DriverAction] = [AppendMessages(messages=(answers.message(Role.USER),))]
         if outcome is not None:
             actions.append(Finish(outcome=outcome))
@@ -259,6 +254,33 @@ class _Parts:
 
     def message(self, role: Role) -> Message:
         return Message(id=self.mid, role=role, parts=tuple(self.parts))
+
+
+IMAGE_MARKER = "[Image attached]"
+
+
+def _merge_model_return(
+    pieces: Sequence[ModelReturnPart],
+) -> tuple[str, list[AttachmentRef]]:
+    """One call's model return as one text plus its attachments.
+
+    Where an attachment sat between two pieces of text, the text says so.
+    """
+    texts: list[str] = []
+    images: list[AttachmentRef] = []
+    pending_marker = False
+    for piece in pieces:
+        if isinstance(piece, TextReturn):
+            if not piece.text:
+                continue
+            if pending_marker and texts:
+                texts.append(IMAGE_MARKER)
+            pending_marker = False
+            texts.append(piece.text)
+        else:
+            images.append(piece.ref)
+            pending_marker = True
+    return "".join(texts), images
 
 
 def _last_is_tool_result(messages: Sequence[Message]) -> bool:

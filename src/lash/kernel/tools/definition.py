@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, TypeAlias
 
 import msgspec
 
 from ..llm import LlmToolSpec
+
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_NOT_SEGMENT = re.compile(r"[^a-z0-9_]+")
+_SEGMENT = re.compile(r"[a-z0-9_]*[a-z][a-z0-9_]*")
+
+
+def operation_name(tool_name: str) -> str:
+    """A code-style operation name for a tool name: ``read-file``/``ReadFile`` -> ``read_file``.
+
+    Names that already are valid operations (``[a-z0-9_]`` with a letter) are kept.
+    """
+    if _SEGMENT.fullmatch(tool_name):
+        return tool_name
+    snake = _NOT_SEGMENT.sub("_", _CAMEL.sub("_", tool_name).lower())
+    snake = re.sub(r"_+", "_", snake).strip("_")
+    if not any(c.isalpha() for c in snake):
+        snake = f"tool_{snake}" if snake else "tool"
+    return snake
+
 
 _S = {"frozen": True, "kw_only": True, "omit_defaults": True}
 
@@ -126,8 +147,11 @@ class ToolDefinition(msgspec.Struct, **_S):
     examples: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.name.strip():
-            raise ValueError("tool name must not be blank")
+        if not _TOOL_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"tool name {self.name!r} must be 1-64 characters of letters, digits, '_' or '-' "
+                "(what every provider accepts)"
+            )
         if not isinstance(self.input_schema, dict):
             raise ValueError(f"tool {self.name!r}: input_schema must be a JSON object")
 
@@ -138,9 +162,9 @@ class ToolDefinition(msgspec.Struct, **_S):
 
     @property
     def operation(self) -> str:
-        """The operation name for code-style docs, the tool name by default."""
+        """The operation name for code-style docs; by default the tool name in snake case."""
         op = self.surface.operation
-        return op if op and op.strip() else self.name
+        return op if op and op.strip() else operation_name(self.name)
 
     @property
     def call_path(self) -> str:

@@ -68,8 +68,9 @@ class ToolFailure(msgspec.Struct, tag="failure", tag_field="status", **_S):
     @classmethod
     def runtime(cls, failure_class: FailureClass, code: str, message: str) -> ToolFailure:
         """A failure reported by the runtime (never retried)."""
-        return cls(failure_class=failure_class, code=code, message=message,
-                   source=FailureSource.RUNTIME)
+        return cls(
+            failure_class=failure_class, code=code, message=message, source=FailureSource.RUNTIME
+        )
 
     @property
     def is_retryable(self) -> bool:
@@ -78,7 +79,12 @@ class ToolFailure(msgspec.Struct, tag="failure", tag_field="status", **_S):
 
 
 class ToolSuccess(msgspec.Struct, tag="success", tag_field="status", **_S):
-    """A successful tool call and its JSON value (attachments allowed, see ``tool_value``)."""
+    """A successful tool call.
+
+    ``value`` is the tool value's wire form (see ``tools.value``): plain JSON in
+    which attachments appear as reserved objects, so it encodes and decodes
+    exactly. Build it with ``ToolOutput.success``; read it with ``ToolOutput.value``.
+    """
 
     value: Any = None
 
@@ -124,8 +130,22 @@ class ToolOutput(msgspec.Struct, **_S):
 
     @classmethod
     def success(cls, value: Any = None, *, control: ToolControl | None = None) -> ToolOutput:
-        """A successful result."""
-        return cls(outcome=ToolSuccess(value=value), control=control)
+        """A successful result; ``value`` is JSON, possibly holding ``AttachmentRef``s.
+
+        Raises ``ToolValueError`` naming the path of anything else.
+        """
+        from .value import encode_tool_value
+
+        return cls(outcome=ToolSuccess(value=encode_tool_value(value)), control=control)
+
+    @property
+    def value(self) -> Any:
+        """The success value with attachments as ``AttachmentRef``s; None otherwise."""
+        if not isinstance(self.outcome, ToolSuccess):
+            return None
+        from .value import decode_tool_value
+
+        return decode_tool_value(self.outcome.value)
 
     @classmethod
     def failure(cls, failure: ToolFailure) -> ToolOutput:
