@@ -74,7 +74,7 @@ from .messages import (
 from .outcome import AgentFrameSwitch, Finished, Stopped, StopReason, TurnOutcome
 from .projector import ChatProjector, ContextProjector
 from .protocols.batch import batch_tool_definition, plan_batch
-from .protocols.standard import StandardDriver
+from .protocols.standard import STANDARD_EXECUTION_PROMPT, StandardDriver, standard_config
 from .render import messages_are_prompt_resume_safe, render_prompt
 from .tools import (
     Availability,
@@ -92,6 +92,7 @@ from .tools import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "STANDARD_EXECUTION_PROMPT",
     "AgentFrameSwitch",
     "AttachmentRef",
     "Availability",
@@ -173,6 +174,7 @@ __all__ = [
     "messages_are_prompt_resume_safe",
     "plan_batch",
     "render_prompt",
+    "standard_config",
     "to_builtins",
     "tool_definition_from_function",
     "user_message",

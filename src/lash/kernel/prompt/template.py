@@ -63,7 +63,10 @@ class Builtin(StrEnum):
     """The bullets of :func:`render_core_guidance`."""
 
 
-MAIN_AGENT_INTRO = "You are a software engineering agent working through the lash runtime."
+MAIN_AGENT_INTRO = (
+    "You are an agent running on the lash runtime: "
+    "you answer, and you act through the tools you are given."
+)
 """The text of :attr:`Builtin.MAIN_AGENT_INTRO`."""
 
 CORE_GUIDANCE_BULLETS: tuple[str, ...] = (

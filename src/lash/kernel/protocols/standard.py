@@ -42,6 +42,7 @@ from ..llm import (
     TextOutput,
     ToolCallOutput,
 )
+from ..machine import MachineConfig
 from ..messages import CheckpointKind, Message, Part, PartKind, Role
 from ..outcome import (
     AgentFrameSwitch,
@@ -52,6 +53,14 @@ from ..outcome import (
     TurnOutcome,
     finished_text,
 )
+from ..prompt import (
+    PromptBuildInput,
+    PromptContribution,
+    PromptLayer,
+    build_prompt,
+    filter_prompt_contributions,
+)
+from ..tools.definition import ToolDefinition
 from ..tools.output import (
     CompletedToolCall,
     FailTurn,
@@ -62,8 +71,21 @@ from ..tools.output import (
     TextReturn,
     ToolSuccess,
 )
+from ..tools.surface import ToolSurface
+from .batch import BATCH_TOOL_NAME, batch_tool_definition
 
 TURN_LIMIT_PREFIX = "Turn limit reached ("
+
+STANDARD_EXECUTION_PROMPT = """\
+Call tools directly by name when you need them. When you need two or more calls
+that do not depend on each other, make them in one `batch` call (at most 25);
+when a call needs another's result, make them one after the other. Answer
+conversational requests in plain prose, without tools.
+
+A batch of two reads:
+{"tool_calls": [{"tool": "read_file", "parameters": {"path": "a.txt"}},
+                {"tool": "read_file", "parameters": {"path": "b.txt"}}]}"""
+"""The execution section of the system prompt for native tool calling."""
 
 
 def join_assistant_text(buffer: str, addition: str) -> str:
@@ -87,6 +109,48 @@ def parse_tool_arguments(input_json: str) -> tuple[dict[str, Any], str | None]:
     if not isinstance(value, dict):
         return {}, f"arguments must be a JSON object, got {json_type_name(value)}"
     return value, None
+
+
+def standard_surface(tools: Sequence[ToolDefinition]) -> ToolSurface:
+    """The tool surface of the standard protocol: the given tools plus ``batch``."""
+    if any(t.name == BATCH_TOOL_NAME for t in tools):
+        return ToolSurface(tools)
+    return ToolSurface([*tools, batch_tool_definition()])
+
+
+def standard_config(
+    *,
+    model: str,
+    tools: Sequence[ToolDefinition] = (),
+    layers: Sequence[PromptLayer] = (),
+    contributions: Sequence[PromptContribution] = (),
+    **options: Any,
+) -> MachineConfig:
+    """A ``MachineConfig`` for native tool calling.
+
+    Builds the tool surface (adding ``batch``), keeps the prompt contributions
+    whose tool gates the surface opens, renders the system prompt with the
+    standard execution section, and passes ``options`` (``max_turns``,
+    ``generation``, ...) through to the config.
+    """
+    surface = standard_surface(tools)
+    prompt = build_prompt(
+        PromptBuildInput(
+            execution_prompt=STANDARD_EXECUTION_PROMPT,
+            tool_names=surface.tool_names,
+            layers=tuple(layers),
+            extra_contributions=tuple(
+                filter_prompt_contributions(contributions, surface.availability)
+            ),
+        )
+    )
+    return MachineConfig(
+        driver=StandardDriver(),
+        model=model,
+        system_prompt=prompt.system_prompt,
+        tools=surface.model_tool_specs,
+        **options,
+    )
 
 
 class StandardDriver:
