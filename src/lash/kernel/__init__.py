@@ -89,6 +89,7 @@ from .tools import (
     tool_definition_from_function,
     validate_tool_args,
 )
+from .transcript import render_transcript_prompt
 
 __all__ = [
     "FORMAT_VERSION",
@@ -174,6 +175,7 @@ __all__ = [
     "messages_are_prompt_resume_safe",
     "plan_batch",
     "render_prompt",
+    "render_transcript_prompt",
     "standard_config",
     "to_builtins",
     "tool_definition_from_function",
