@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
@@ -143,8 +143,12 @@ def tool_definition_from_function(
     retry_policy: RetryPolicy | None = None,
     surface: AgentSurface | None = None,
     examples: tuple[str, ...] = (),
+    skip: Collection[str] = (),
 ) -> TypedTool:
     """Build a :class:`TypedTool` from a function's signature, type hints and docstring.
+
+    Parameters named in ``skip`` (values the runtime injects, such as a tool
+    context) are left out of the schema and of ``parse_args``.
 
     Every parameter needs a type annotation; parameters without a default are
     required; ``*args``, ``**kwargs`` and positional-only parameters are
@@ -172,6 +176,8 @@ def tool_definition_from_function(
     fields: dict[str, Any] = {}
     mapping: list[tuple[str, str]] = []
     for index, param in enumerate(signature.parameters.values()):
+        if param.name in skip:
+            continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             star = "*" if param.kind is param.VAR_POSITIONAL else "**"
             raise ToolDefinitionError(

@@ -1,0 +1,464 @@
+"""The facade: ``LashCore`` → ``core.session(id)`` → ``session.run(...)`` / ``session.turn(...)``.
+
+One turn runs at a time per session: starting a second turn while one is
+running raises ``SessionBusyError`` at once (a documented choice: a silent wait
+would hide a host bug that interleaves two conversations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from .kernel.llm import GenerationOptions, LlmUsage
+from .kernel.machine import MachineConfig, TurnMachine
+from .kernel.messages import Message, user_message
+from .kernel.outcome import AgentFrameSwitch, Finished, Stopped, StopReason, TurnOutcome
+from .kernel.prompt import PromptContribution
+from .kernel.protocols.standard import standard_config
+from .providers.base import Provider
+from .runtime.activity import ErrorActivity, ToolCallCompleted, TurnActivity
+from .runtime.cancel import CancelToken
+from .runtime.effects import DurabilityTier, EffectHost, InlineEffectHost, TurnScope
+from .runtime.tools import Tool, ToolRegistry
+from .runtime.turn import TurnRunner
+from .store.base import RuntimeCommit, SessionStore, TurnStamp, UsageRow, commit_hash
+from .store.memory import MemoryStore
+
+_STREAM_BUFFER = 64
+
+
+class LashError(Exception):
+    """Base class of the facade's errors."""
+
+
+class ConfigError(LashError):
+    """``LashCore`` was given a configuration that cannot work; the message names the part."""
+
+
+class SessionBusyError(LashError):
+    """A turn is already running on this session."""
+
+
+class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A finished, committed turn.
+
+    ``text`` is the answer for a finished turn ("" otherwise); ``messages`` are
+    the messages the turn committed; ``activities`` everything it streamed.
+    """
+
+    session_id: str
+    turn_id: str
+    outcome: TurnOutcome
+    text: str = ""
+    usage: LlmUsage = msgspec.field(default_factory=LlmUsage)
+    tool_calls: tuple[ToolCallCompleted, ...] = ()
+    messages: tuple[Message, ...] = ()
+    activities: tuple[TurnActivity, ...] = ()
+    revision: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True for a finished turn or an agent-frame switch."""
+        return isinstance(self.outcome, Finished | AgentFrameSwitch)
+
+
+def _resolve_store(store: SessionStore | str | None) -> SessionStore:
+    if store is None or store == "memory://":
+        return MemoryStore()
+    if isinstance(store, str):
+        scheme = store.split("://", 1)[0] if "://" in store else store
+        raise ConfigError(
+            f"store {store!r}: the {scheme!r} backend is not available in this version; "
+            "use 'memory://' or pass a store object"
+        )
+    for attr in ("load", "commit", "tier"):
+        if not hasattr(store, attr):
+            raise ConfigError(f"store {type(store).__name__} has no {attr!r}; it is not a store")
+    return store
+
+
+class LashCore:
+    """Everything sessions share: provider, model, tools, prompt, store and effect host.
+
+    Keyword arguments only. ``store`` takes a store object or a URL
+    (``memory://``). ``effect_host`` defaults to the inline host; a durable host
+    over an inline store is refused here, before any turn runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: Provider,
+        model: str,
+        tools: Iterable[Tool] = (),
+        instructions: str | None = None,
+        plugins: Sequence[Any] = (),
+        store: SessionStore | str | None = None,
+        attachments: Any = None,
+        effect_host: EffectHost | None = None,
+        max_turns: int | None = None,
+        trace: Any = None,
+        generation: GenerationOptions | None = None,
+    ) -> None:
+        if not callable(getattr(provider, "complete", None)):
+            raise ConfigError(f"provider {provider!r} has no complete() method")
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(f"model must be a non-blank string, got {model!r}")
+        if max_turns is not None and (not isinstance(max_turns, int) or max_turns < 1):
+            raise ConfigError(f"max_turns must be a positive integer, got {max_turns!r}")
+        for name, value in (("plugins", plugins), ("attachments", attachments), ("trace", trace)):
+            if value:
+                raise ConfigError(f"{name}= is not supported in this version yet")
+        self.provider = provider
+        self.model = model
+        self.registry = ToolRegistry(tools)
+        self.instructions = instructions
+        self.store = _resolve_store(store)
+        self.effect_host: EffectHost = effect_host or InlineEffectHost()
+        self.max_turns = max_turns
+        self.generation = generation or GenerationOptions()
+        if (
+            self.effect_host.tier is DurabilityTier.DURABLE
+            and self.store.tier is not DurabilityTier.DURABLE
+        ):
+            raise ConfigError(
+                "a durable effect host needs a durable store: the store "
+                f"({type(self.store).__name__}) is inline"
+            )
+        self._config: MachineConfig | None = None
+        self._config_generation = -1
+
+    def machine_config(self) -> MachineConfig:
+        """The turn machine's configuration, rebuilt when the tools change."""
+        if self._config is None or self._config_generation != self.registry.generation:
+            contributions = []
+            if self.instructions and self.instructions.strip():
+                contributions.append(PromptContribution.project_instructions(self.instructions))
+            self._config = standard_config(
+                model=self.model,
+                tools=[t.definition for t in self.registry],
+                contributions=contributions,
+                max_turns=self.max_turns,
+                generation=self.generation,
+            )
+            self._config_generation = self.registry.generation
+        return self._config
+
+    def session(self, session_id: str) -> SessionContext:
+        """Open (or resume) a session: ``async with core.session("chat-1") as session``."""
+        if not isinstance(session_id, str) or not session_id.strip():
+            raise ConfigError(f"session id must be a non-blank string, got {session_id!r}")
+        return SessionContext(self, session_id)
+
+
+class SessionContext:
+    """The async context manager ``core.session(id)`` returns."""
+
+    __slots__ = ("_core", "_session", "_session_id")
+
+    def __init__(self, core: LashCore, session_id: str) -> None:
+        self._core = core
+        self._session_id = session_id
+        self._session: Session | None = None
+
+    async def __aenter__(self) -> Session:
+        self._session = await Session.open(self._core, self._session_id)
+        return self._session
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            self._session.close()
+
+
+class Session:
+    """One conversation: its committed history, counters and usage."""
+
+    def __init__(
+        self,
+        core: LashCore,
+        session_id: str,
+        *,
+        history: Sequence[Message] = (),
+        revision: int | None = None,
+        turn_index: int = 0,
+        iteration: int = 0,
+        usage: Iterable[UsageRow] = (),
+    ) -> None:
+        self.core = core
+        self.id = session_id
+        self._history: list[Message] = list(history)
+        self._revision = revision
+        self._turn_index = turn_index
+        self._iteration = iteration
+        self._usage: dict[tuple[str, str], LlmUsage] = {(r.source, r.model): r.usage for r in usage}
+        self._busy = False
+        self._closed = False
+
+    @classmethod
+    async def open(cls, core: LashCore, session_id: str) -> Session:
+        """Load the session from the core's store, or start it empty."""
+        stored = await core.store.load(session_id)
+        if stored is None:
+            return cls(core, session_id)
+        if stored.session_id != session_id:
+            raise ConfigError(
+                f"store returned session {stored.session_id!r} for {session_id!r}"
+            )
+        return cls(
+            core,
+            session_id,
+            history=stored.messages,
+            revision=stored.revision,
+            turn_index=stored.turn_index,
+            iteration=stored.iteration,
+            usage=stored.usage,
+        )
+
+    @property
+    def messages(self) -> tuple[Message, ...]:
+        """The committed history."""
+        return tuple(self._history)
+
+    @property
+    def revision(self) -> int | None:
+        """The store's head revision for this session (None before the first commit)."""
+        return self._revision
+
+    @property
+    def turn_index(self) -> int:
+        """How many turns have been committed."""
+        return self._turn_index
+
+    @property
+    def usage(self) -> dict[tuple[str, str], LlmUsage]:
+        """Token usage by (source, model)."""
+        return dict(self._usage)
+
+    def close(self) -> None:
+        """Stop accepting turns."""
+        self._closed = True
+
+    def turn(
+        self, input: str, *, cancel: CancelToken | None = None, turn_id: str | None = None
+    ) -> Turn:
+        """Prepare a turn; run it with ``await turn.run()`` or ``turn.stream()``."""
+        return Turn(self, input, cancel=cancel, turn_id=turn_id)
+
+    async def run(
+        self, input: str, *, cancel: CancelToken | None = None, turn_id: str | None = None
+    ) -> TurnResult:
+        """Run one turn to its committed result."""
+        return await self.turn(input, cancel=cancel, turn_id=turn_id).run()
+
+    # ------------------------------------------------------------ running a turn
+
+    async def _execute(
+        self,
+        input: object,
+        *,
+        cancel: CancelToken,
+        turn_id: str,
+        sink: Any,
+    ) -> TurnResult:
+        core = self.core
+        if not isinstance(input, str):
+            return self._invalid_input(
+                turn_id, f"turn input must be a string, got {type(input).__name__}"
+            )
+        turn_index = self._turn_index + 1
+        machine = TurnMachine(
+            core.machine_config(),
+            self._history,
+            inputs=[user_message(f"{turn_id}.in", input)],
+            iteration_offset=self._iteration,
+            message_ids=lambda n: f"{turn_id}.m{n}",
+        )
+        runner = TurnRunner(
+            machine=machine,
+            session_id=self.id,
+            turn_id=turn_id,
+            turn_index=turn_index,
+            controller=core.effect_host.scoped(TurnScope(session_id=self.id, turn_id=turn_id)),
+            provider=core.provider,
+            registry=core.registry,
+            cancel=cancel,
+            sink=sink,
+        )
+        done = await runner.run()
+        committed = tuple(m for m in done.added if not m.is_transient)
+        usage_rows: tuple[UsageRow, ...] = ()
+        if done.usage != LlmUsage():
+            usage_rows = (UsageRow(source="turn", model=core.model, usage=done.usage),)
+        commit = RuntimeCommit(
+            session_id=self.id,
+            expected_revision=self._revision,
+            messages=committed,
+            turn_index=turn_index,
+            iteration=done.iteration + 1,
+            usage=usage_rows,
+        )
+        stamp = TurnStamp(session_id=self.id, turn_id=turn_id, commit_hash=commit_hash(commit))
+        commit = msgspec.structs.replace(commit, stamp=stamp)
+        result = await asyncio.shield(core.store.commit(commit))
+        self._history.extend(committed)
+        self._revision = result.revision
+        self._turn_index = turn_index
+        self._iteration = commit.iteration
+        for row in usage_rows:
+            key = (row.source, row.model)
+            prior = self._usage.get(key)
+            self._usage[key] = row.usage if prior is None else prior + row.usage
+        outcome = done.outcome
+        return TurnResult(
+            session_id=self.id,
+            turn_id=turn_id,
+            outcome=outcome,
+            text=outcome.text if isinstance(outcome, Finished) else "",
+            usage=done.usage,
+            tool_calls=tuple(runner.tool_calls),
+            messages=committed,
+            activities=tuple(runner.activities),
+            revision=result.revision,
+        )
+
+    def _invalid_input(self, turn_id: str, message: str) -> TurnResult:
+        error = ErrorActivity(
+            id=f"{turn_id}:1",
+            correlation_id=f"{turn_id}:1",
+            message=message,
+            kind="input_validation",
+            code="invalid_turn_input",
+        )
+        return TurnResult(
+            session_id=self.id,
+            turn_id=turn_id,
+            outcome=Stopped(reason=StopReason.INVALID_INPUT, message=message),
+            activities=(error,),
+            revision=self._revision,
+        )
+
+    def _claim(self) -> None:
+        if self._closed:
+            raise LashError(f"session {self.id!r} is closed")
+        if self._busy:
+            raise SessionBusyError(f"session {self.id!r} is already running a turn")
+        self._busy = True
+
+
+class Turn:
+    """A prepared turn: ``await turn.run()`` or ``async with turn.stream() as s``."""
+
+    __slots__ = ("_cancel", "_input", "_session", "_turn_id")
+
+    def __init__(
+        self,
+        session: Session,
+        input: object,
+        *,
+        cancel: CancelToken | None,
+        turn_id: str | None,
+    ) -> None:
+        self._session = session
+        self._input = input
+        self._cancel = cancel or CancelToken()
+        self._turn_id = turn_id or uuid.uuid4().hex
+
+    @property
+    def id(self) -> str:
+        """The turn id (stable across replays when the host supplies it)."""
+        return self._turn_id
+
+    async def _start(self, sink: Any) -> asyncio.Task[TurnResult]:
+        self._session._claim()
+        task = asyncio.ensure_future(
+            self._session._execute(
+                self._input, cancel=self._cancel, turn_id=self._turn_id, sink=sink
+            )
+        )
+        task.add_done_callback(self._release)
+
+        def cancel_task() -> None:
+            task.cancel()
+
+        self._cancel.on_cancel(cancel_task)
+        return task
+
+    def _release(self, _task: asyncio.Task[TurnResult]) -> None:
+        self._session._busy = False
+
+    async def run(self) -> TurnResult:
+        """Run the turn and return its committed result."""
+        return await (await self._start(None))
+
+    def stream(self) -> TurnStream:
+        """Stream the turn's activities: ``async with turn.stream() as s: async for a in s``."""
+        return TurnStream(self)
+
+
+_END = object()
+
+
+class TurnStream:
+    """An async iterator of ``TurnActivity``; ``result`` is set once the turn is done.
+
+    Leaving the ``async with`` block before the end cancels the turn, which then
+    ends (and commits) as ``Stopped(cancelled)``.
+    """
+
+    def __init__(self, turn: Turn) -> None:
+        self._turn = turn
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(_STREAM_BUFFER)
+        self._task: asyncio.Task[TurnResult] | None = None
+        self._result: TurnResult | None = None
+
+    @property
+    def result(self) -> TurnResult:
+        """The committed result (after the stream is exhausted or the block exits)."""
+        if self._result is None:
+            raise LashError("the turn has not finished yet")
+        return self._result
+
+    async def __aenter__(self) -> TurnStream:
+        self._task = await self._turn._start(self._queue.put)
+        self._task.add_done_callback(lambda _t: self._queue.put_nowait(_END))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task = self._task
+        if task is None:
+            return
+        if not task.done():
+            self._turn._cancel.cancel("the stream was closed early")
+            while not task.done():  # keep the producer unblocked while it winds down
+                while not self._queue.empty():
+                    self._queue.get_nowait()
+                await asyncio.sleep(0)
+        self._result = await task
+
+    def __aiter__(self) -> AsyncIterator[TurnActivity]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[TurnActivity]:
+        while True:
+            item = await self._queue.get()
+            if item is _END:
+                if self._task is not None:
+                    self._result = await self._task
+                return
+            yield item

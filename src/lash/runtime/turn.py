@@ -1,0 +1,650 @@
+"""The turn loop: drive a ``TurnMachine``, sending every reply effect across the boundary.
+
+``TurnRunner`` plays two roles. As the *loop* it polls the machine, maps each
+reply-needing effect to an ``EffectEnvelope`` with a stable replay key, and
+hands the envelope to the effect controller. As the *local executor* it does
+the real work when the controller asks: call the provider (streaming deltas to
+the host), run one tool attempt, collect checkpoint input, sleep.
+
+Tool calls of one batch run concurrently (``serial`` tools one at a time, in
+call order), each with its own envelope; retries are separate envelopes with a
+``sleep`` envelope between them, so a durable engine journals every attempt and
+every wait. Results go back to the machine in call order.
+
+Cancellation is cooperative and cheap: cancelling the token cancels the task
+running the loop; the loop catches that at whatever it was awaiting and ends
+the turn as ``Stopped(cancelled)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from ..kernel.effects import (
+    Checkpoint,
+    CheckpointDelivered,
+    Done,
+    Emit,
+    LlmCall,
+    LlmCompleted,
+    LlmFailed,
+    Progress,
+    Response,
+    SurfaceSynced,
+    SyncExecutionSurface,
+    ToolCalls,
+    ToolResults,
+)
+from ..kernel.errors import ProtocolError
+from ..kernel.events import (
+    ErrorReported,
+    LlmRequestStarted,
+    SessionEvent,
+    TextDelta,
+    TokenUsageReported,
+    ToolCallFinished,
+)
+from ..kernel.events import (
+    ReasoningDelta as KernelReasoningDelta,
+)
+from ..kernel.llm import LlmCallError, LlmUsage
+from ..kernel.machine import TurnMachine
+from ..kernel.outcome import Finished, ToolValueAnswer
+from ..kernel.protocols.batch import (
+    BATCH_TOOL_NAME,
+    BatchArgumentsError,
+    BatchCall,
+    batch_item,
+    batch_output,
+    plan_batch,
+)
+from ..kernel.tools.definition import NeverRetry, Scheduling, retry_delay_ms
+from ..kernel.tools.output import (
+    CompletedToolCall,
+    FailureClass,
+    PendingToolCall,
+    RetryExhausted,
+    ToolFailure,
+    ToolOutput,
+)
+from ..providers.base import (
+    Provider,
+    ProviderError,
+    ReasoningDeltaEvent,
+    RetryStatusEvent,
+    StreamEvent,
+    TextDeltaEvent,
+    UsageEvent,
+)
+from .activity import (
+    AssistantProseDelta,
+    ErrorActivity,
+    ModelRequestStarted,
+    ReasoningDelta,
+    RetryStatus,
+    ToolCallCompleted,
+    ToolCallStarted,
+    ToolValue,
+    TurnActivity,
+    UsageReported,
+)
+from .cancel import CancelToken
+from .effects import (
+    CheckpointCommand,
+    DurabilityTier,
+    EffectController,
+    EffectEnvelope,
+    EffectHostError,
+    EffectKind,
+    EffectOutcome,
+    InvocationScope,
+    LlmCallCommand,
+    RuntimeInvocation,
+    SleepCommand,
+    Slept,
+    SyncSurfaceCommand,
+    ToolCallCommand,
+    attempt_key,
+    batch_entry_key,
+    outcome_matches,
+    retry_sleep_key,
+    tool_call_key,
+    turn_effect_key,
+)
+from .tools import ToolContext, ToolRegistry, default_projection, prepare_failure
+
+ActivitySink = Callable[[TurnActivity], Awaitable[None]]
+Projector = Callable[[ToolOutput], tuple[Any, ...]]
+
+
+class TurnRunner:
+    """Runs one turn to its ``Done``; see the module docs."""
+
+    def __init__(
+        self,
+        *,
+        machine: TurnMachine,
+        session_id: str,
+        turn_id: str,
+        turn_index: int,
+        controller: EffectController,
+        provider: Provider,
+        registry: ToolRegistry,
+        cancel: CancelToken | None = None,
+        sink: ActivitySink | None = None,
+        projector: Projector = default_projection,
+    ) -> None:
+        self.machine = machine
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.turn_index = turn_index
+        self.controller = controller
+        self.provider = provider
+        self.registry = registry
+        self.cancel = cancel or CancelToken()
+        self.projector = projector
+        self.activities: list[TurnActivity] = []
+        self.tool_calls: list[ToolCallCompleted] = []
+        self._sink = sink
+        self._seq = 0
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self) -> Done:
+        """Drive the machine until it is done; return its ``Done``."""
+        m = self.machine
+        while True:
+            try:
+                effect = m.poll()
+                if effect is None:
+                    raise RuntimeError("the turn machine stopped without finishing")
+                kind = type(effect)
+                if kind is Emit:
+                    await self._on_event(effect.event)  # type: ignore[union-attr]
+                elif kind is Progress:
+                    continue
+                elif kind is LlmCall:
+                    await self._llm_call(effect)  # type: ignore[arg-type]
+                elif kind is ToolCalls:
+                    await self._tool_calls(effect)  # type: ignore[arg-type]
+                elif kind is Checkpoint:
+                    await self._checkpoint(effect)  # type: ignore[arg-type]
+                elif kind is SyncExecutionSurface:
+                    await self._sync_surface(effect)  # type: ignore[arg-type]
+                elif kind is Done:
+                    await self._on_done(effect)  # type: ignore[arg-type]
+                    return effect  # type: ignore[return-value]
+                else:
+                    m.fail(
+                        f"the runtime cannot execute {kind.__name__} effects",
+                        code="unsupported_effect",
+                    )
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                self.cancel.cancel("cancelled")
+                m.cancel(self.cancel.reason)
+
+    # ------------------------------------------------------------ envelopes
+
+    def _scope(self) -> InvocationScope:
+        return InvocationScope(
+            session_id=self.session_id,
+            turn_id=self.turn_id,
+            turn_index=self.turn_index,
+            iteration=self.machine.iteration,
+        )
+
+    def _envelope(
+        self, kind: EffectKind, effect_id: str, key: str, command: Any, caused_by: str | None = None
+    ) -> EffectEnvelope:
+        return EffectEnvelope(
+            invocation=RuntimeInvocation(
+                scope=self._scope(),
+                effect_id=effect_id,
+                kind=kind,
+                replay_key=key,
+                caused_by=caused_by,
+            ),
+            command=command,
+        )
+
+    async def _run(self, envelope: EffectEnvelope) -> EffectOutcome | None:
+        """The outcome, or None after failing the turn (inline hosts only)."""
+        try:
+            outcome = await self.controller.run(envelope, self)
+        except EffectHostError as exc:
+            if self.controller.tier is DurabilityTier.DURABLE:
+                raise
+            self._fail_effect(envelope, exc.code, exc.message)
+            return None
+        except Exception as exc:
+            if self.controller.tier is DurabilityTier.DURABLE:
+                raise
+            self._fail_effect(envelope, "runtime_effect_controller", f"{type(exc).__name__}: {exc}")
+            return None
+        if not outcome_matches(envelope.invocation.kind, outcome):
+            self._fail_effect(
+                envelope,
+                "runtime_effect_wrong_outcome",
+                f"expected a {envelope.invocation.kind.value} outcome, got {type(outcome).__name__}",
+            )
+            return None
+        return outcome
+
+    def _fail_effect(self, envelope: EffectEnvelope, code: str, message: str) -> None:
+        if self.controller.tier is DurabilityTier.DURABLE:
+            raise EffectHostError(code, message)
+        self.machine.fail(f"effect {envelope.replay_key} failed: {message}", code=code)
+
+    def _respond(self, response: Response) -> None:
+        try:
+            self.machine.respond(response)
+        except ProtocolError as exc:
+            if self.controller.tier is DurabilityTier.DURABLE:
+                raise
+            self.machine.fail(
+                f"effect outcome rejected: {exc}", code="runtime_effect_wrong_outcome"
+            )
+
+    # ------------------------------------------------------------ reply effects
+
+    async def _llm_call(self, effect: LlmCall) -> None:
+        if self.cancel.cancelled:
+            self.machine.cancel(self.cancel.reason)
+            return
+        key = turn_effect_key(
+            self.session_id,
+            self.turn_id,
+            self.turn_index,
+            self.machine.iteration,
+            EffectKind.LLM_CALL,
+            effect.id,
+        )
+        command = LlmCallCommand(effect_id=effect.id, request=effect.request)
+        outcome = await self._run(self._envelope(EffectKind.LLM_CALL, str(effect.id), key, command))
+        if outcome is not None:
+            self._respond(outcome)  # type: ignore[arg-type]
+
+    async def _checkpoint(self, effect: Checkpoint) -> None:
+        key = turn_effect_key(
+            self.session_id,
+            self.turn_id,
+            self.turn_index,
+            self.machine.iteration,
+            EffectKind.CHECKPOINT,
+            effect.id,
+        )
+        command = CheckpointCommand(effect_id=effect.id, kind=effect.kind)
+        outcome = await self._run(
+            self._envelope(EffectKind.CHECKPOINT, str(effect.id), key, command)
+        )
+        if outcome is not None:
+            self._respond(outcome)  # type: ignore[arg-type]
+
+    async def _sync_surface(self, effect: SyncExecutionSurface) -> None:
+        key = turn_effect_key(
+            self.session_id,
+            self.turn_id,
+            self.turn_index,
+            self.machine.iteration,
+            EffectKind.SYNC_EXECUTION_SURFACE,
+            effect.id,
+        )
+        command = SyncSurfaceCommand(effect_id=effect.id, refresh=effect.refresh)
+        envelope = self._envelope(EffectKind.SYNC_EXECUTION_SURFACE, str(effect.id), key, command)
+        outcome = await self._run(envelope)
+        if outcome is not None:
+            self._respond(outcome)  # type: ignore[arg-type]
+
+    async def _tool_calls(self, effect: ToolCalls) -> None:
+        calls = effect.calls
+        iteration = self.machine.iteration
+        for call in calls:
+            await self._emit(
+                ToolCallStarted(
+                    id=self._next_id(),
+                    correlation_id=call.call_id,
+                    call_id=call.call_id,
+                    name=call.tool_name,
+                    args=call.args,
+                )
+            )
+        keys = [
+            tool_call_key(
+                self.session_id, self.turn_id, self.turn_index, iteration, effect.id, c.call_id
+            )
+            for c in calls
+        ]
+        prefixes = [f"{effect.id}:{c.call_id}" for c in calls]
+        results = await self._run_calls(calls, keys, prefixes, f"effect:{effect.id}")
+        if results is not None:
+            self._respond(ToolResults(id=effect.id, results=results))
+
+    async def _run_calls(
+        self,
+        calls: Sequence[PendingToolCall],
+        keys: Sequence[str],
+        effect_ids: Sequence[str],
+        caused_by: str,
+    ) -> tuple[CompletedToolCall, ...] | None:
+        """Run calls concurrently (serial tools one at a time); None if the turn failed."""
+        results: list[CompletedToolCall | None] = [None] * len(calls)
+
+        async def one(i: int) -> None:
+            results[i] = await self._run_call(calls[i], keys[i], effect_ids[i], caused_by)
+
+        serial: list[int] = []
+        parallel: list[int] = []
+        for i, call in enumerate(calls):
+            t = self.registry.get(call.tool_name)
+            (
+                serial
+                if t is not None and t.definition.scheduling is Scheduling.SERIAL
+                else parallel
+            ).append(i)
+
+        async def serial_chain() -> None:
+            for i in serial:
+                await one(i)
+
+        jobs = [one(i) for i in parallel]
+        if serial:
+            jobs.append(serial_chain())
+        if len(jobs) == 1:
+            await jobs[0]
+        else:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for job in jobs:
+                        group.create_task(job)
+            except BaseExceptionGroup as group_error:
+                raise group_error.exceptions[0] from None
+        if any(r is None for r in results):
+            return None
+        return tuple(results)  # type: ignore[arg-type]
+
+    async def _run_call(
+        self, call: PendingToolCall, key: str, effect_id: str, caused_by: str
+    ) -> CompletedToolCall | None:
+        failure = prepare_failure(call, self.registry)
+        if failure is not None:
+            return self._complete(call, failure, 0)
+        if call.tool_name == BATCH_TOOL_NAME:
+            return await self._run_batch(call, key, effect_id)
+        t = self.registry.get(call.tool_name)
+        policy = t.definition.retry_policy if t is not None else NeverRetry()
+        max_attempts = policy.max_attempts
+        attempt = 1
+        while True:
+            command = ToolCallCommand(
+                call=call, attempt=attempt, max_attempts=max_attempts, idempotency_key=key
+            )
+            suffix = "" if attempt == 1 else f":attempt:{attempt}"
+            envelope = self._envelope(
+                EffectKind.TOOL_CALL,
+                effect_id + suffix,
+                attempt_key(key, attempt),
+                command,
+                caused_by,
+            )
+            outcome = await self._run(envelope)
+            if outcome is None:
+                return None
+            completed: CompletedToolCall = outcome  # type: ignore[assignment]
+            failed = completed.output.outcome
+            retryable = isinstance(failed, ToolFailure) and failed.is_retryable
+            if not retryable:
+                return completed
+            if attempt >= max_attempts:
+                if max_attempts > 1:
+                    exhausted = msgspec.structs.replace(
+                        failed, retry=RetryExhausted(attempts=attempt)
+                    )
+                    return msgspec.structs.replace(
+                        completed,
+                        output=msgspec.structs.replace(completed.output, outcome=exhausted),
+                    )
+                return completed
+            if self.cancel.cancelled:
+                return completed
+            requested = getattr(failed.retry, "after_ms", None)  # type: ignore[union-attr]
+            delay = retry_delay_ms(policy, attempt - 1, requested)
+            if delay > 0:
+                sleep = self._envelope(
+                    EffectKind.SLEEP,
+                    f"{effect_id}:{call.tool_name}:attempt:{attempt}:sleep",
+                    retry_sleep_key(key, call.tool_name, attempt),
+                    SleepCommand(duration_ms=delay),
+                    caused_by,
+                )
+                if await self._run(sleep) is None:
+                    return None
+            attempt += 1
+
+    async def _run_batch(
+        self, call: PendingToolCall, key: str, effect_id: str
+    ) -> CompletedToolCall | None:
+        started = time.monotonic()
+        try:
+            plan = plan_batch(call.args, call.call_id)
+        except BatchArgumentsError as exc:
+            failure = ToolFailure.runtime(FailureClass.INVALID_REQUEST, "invalid_batch", str(exc))
+            return self._complete(call, ToolOutput.failure(failure), 0)
+        entries: list[BatchCall] = list(plan.calls)
+        subcalls = [
+            PendingToolCall(call_id=e.call_id, tool_name=e.tool, args=e.parameters) for e in entries
+        ]
+        keys = [batch_entry_key(key, e.index) for e in entries]
+        ids = [f"{effect_id}:batch:{e.index:02d}" for e in entries]
+        done = await self._run_calls(subcalls, keys, ids, f"tool_call:{call.call_id}")
+        if done is None:
+            return None
+        items = [*plan.answered]
+        items.extend(
+            batch_item(entry, result.output, result.duration_ms)
+            for entry, result in zip(entries, done, strict=True)
+        )
+        duration = int((time.monotonic() - started) * 1000)
+        return self._complete(call, batch_output(items), duration)
+
+    def _complete(
+        self, call: PendingToolCall, output: ToolOutput, duration_ms: int
+    ) -> CompletedToolCall:
+        return CompletedToolCall(
+            call_id=call.call_id,
+            tool_name=call.tool_name,
+            args=call.args,
+            output=output,
+            model_return=self.projector(output),
+            duration_ms=duration_ms,
+            replay=call.replay,
+        )
+
+    # ------------------------------------------------------------ local execution
+
+    async def execute(self, envelope: EffectEnvelope) -> EffectOutcome:
+        """Perform ``envelope`` for real (called by the effect controller)."""
+        command = envelope.command
+        kind = type(command)
+        if kind is LlmCallCommand:
+            return await self._execute_llm(command)  # type: ignore[arg-type]
+        if kind is ToolCallCommand:
+            return await self._execute_tool(command)  # type: ignore[arg-type]
+        if kind is CheckpointCommand:
+            return CheckpointDelivered(id=command.effect_id)  # type: ignore[union-attr]
+        if kind is SleepCommand:
+            await asyncio.sleep(command.duration_ms / 1000)  # type: ignore[union-attr]
+            return Slept(duration_ms=command.duration_ms)  # type: ignore[union-attr]
+        if kind is SyncSurfaceCommand:
+            return SurfaceSynced(id=command.effect_id)  # type: ignore[union-attr]
+        raise EffectHostError("local_executor_mismatch", f"cannot execute {kind.__name__}")
+
+    async def _execute_llm(self, command: LlmCallCommand) -> LlmCompleted | LlmFailed:
+        streamed = False
+        streamed_usage: LlmUsage | None = None
+        correlation = f"{self.turn_id}:prose:{command.effect_id}"
+
+        async def on_event(event: StreamEvent) -> None:
+            nonlocal streamed, streamed_usage
+            kind = type(event)
+            if kind is TextDeltaEvent:
+                streamed = True
+                await self._emit(
+                    AssistantProseDelta(
+                        id=self._next_id(),
+                        correlation_id=event.item_id or correlation,  # type: ignore[union-attr]
+                        text=event.text,  # type: ignore[union-attr]
+                    )
+                )
+            elif kind is ReasoningDeltaEvent:
+                await self._emit(
+                    ReasoningDelta(
+                        id=self._next_id(),
+                        correlation_id=event.item_id or f"{correlation}:reasoning",  # type: ignore[union-attr]
+                        text=event.text,  # type: ignore[union-attr]
+                    )
+                )
+            elif kind is RetryStatusEvent:
+                e: RetryStatusEvent = event  # type: ignore[assignment]
+                await self._emit(
+                    RetryStatus(
+                        id=self._next_id(),
+                        correlation_id=correlation,
+                        wait_seconds=e.wait_seconds,
+                        attempt=e.attempt,
+                        max_attempts=e.max_attempts,
+                        reason=e.reason,
+                    )
+                )
+            elif kind is UsageEvent:
+                streamed_usage = event.usage  # type: ignore[union-attr]
+
+        try:
+            response = await self.provider.complete(command.request, on_event)
+        except ProviderError as exc:
+            return LlmFailed(id=command.effect_id, error=exc.error)
+        except Exception as exc:  # a provider bug ends the turn as a provider error
+            return LlmFailed(
+                id=command.effect_id,
+                error=LlmCallError(
+                    message=f"{type(exc).__name__}: {exc}", code="provider_exception"
+                ),
+            )
+        if streamed_usage is not None and response.usage == LlmUsage():
+            response = msgspec.structs.replace(response, usage=streamed_usage)
+        return LlmCompleted(id=command.effect_id, response=response, text_streamed=streamed)
+
+    async def _execute_tool(self, command: ToolCallCommand) -> CompletedToolCall:
+        call = command.call
+        t = self.registry.get(call.tool_name)
+        if t is None:
+            failure = ToolFailure.runtime(
+                FailureClass.UNAVAILABLE, "tool_unavailable", f"Unknown tool {call.tool_name!r}"
+            )
+            return self._complete(call, ToolOutput.failure(failure), 0)
+        ctx = ToolContext(
+            session_id=self.session_id,
+            turn_id=self.turn_id,
+            call_id=call.call_id,
+            tool_name=call.tool_name,
+            replay_key=command.idempotency_key,
+            attempt=command.attempt,
+            max_attempts=command.max_attempts,
+            cancel=self.cancel,
+        )
+        started = time.monotonic()
+        output = await t.run(call.args, ctx)
+        return self._complete(call, output, int((time.monotonic() - started) * 1000))
+
+    # ------------------------------------------------------------ activities
+
+    def _next_id(self) -> str:
+        self._seq += 1
+        return f"{self.turn_id}:{self._seq}"
+
+    async def _emit(self, activity: TurnActivity) -> None:
+        self.activities.append(activity)
+        if self._sink is not None:
+            await self._sink(activity)
+
+    async def _on_event(self, event: SessionEvent) -> None:
+        kind = type(event)
+        if kind is TextDelta:
+            await self._emit(
+                AssistantProseDelta(
+                    id=self._next_id(),
+                    correlation_id=f"{self.turn_id}:prose:{self.machine.iteration}",
+                    text=event.content,  # type: ignore[union-attr]
+                )
+            )
+        elif kind is KernelReasoningDelta:
+            await self._emit(
+                ReasoningDelta(
+                    id=self._next_id(),
+                    correlation_id=f"{self.turn_id}:reasoning:{self.machine.iteration}",
+                    text=event.content,  # type: ignore[union-attr]
+                )
+            )
+        elif kind is LlmRequestStarted:
+            aid = self._next_id()
+            await self._emit(
+                ModelRequestStarted(id=aid, correlation_id=aid, iteration=event.iteration)  # type: ignore[union-attr]
+            )
+        elif kind is TokenUsageReported:
+            e: TokenUsageReported = event  # type: ignore[assignment]
+            aid = self._next_id()
+            await self._emit(
+                UsageReported(
+                    id=aid,
+                    correlation_id=aid,
+                    iteration=e.iteration,
+                    usage=e.usage,
+                    cumulative=e.cumulative,
+                )
+            )
+        elif kind is ToolCallFinished:
+            f: ToolCallFinished = event  # type: ignore[assignment]
+            done = ToolCallCompleted(
+                id=self._next_id(),
+                correlation_id=f.call_id,
+                call_id=f.call_id,
+                name=f.name,
+                args=f.args,
+                output=f.output,
+                duration_ms=f.duration_ms,
+            )
+            self.tool_calls.append(done)
+            await self._emit(done)
+        elif kind is ErrorReported:
+            r: ErrorReported = event  # type: ignore[assignment]
+            aid = self._next_id()
+            envelope = r.envelope
+            await self._emit(
+                ErrorActivity(
+                    id=aid,
+                    correlation_id=aid,
+                    message=r.message,
+                    kind=envelope.kind if envelope else None,
+                    code=envelope.code if envelope else None,
+                )
+            )
+
+    async def _on_done(self, done: Done) -> None:
+        outcome = done.outcome
+        if isinstance(outcome, Finished) and isinstance(outcome.result, ToolValueAnswer):
+            aid = self._next_id()
+            await self._emit(
+                ToolValue(
+                    id=aid,
+                    correlation_id=aid,
+                    tool_name=outcome.result.tool_name,
+                    value=outcome.result.value,
+                )
+            )
