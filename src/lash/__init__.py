@@ -1,7 +1,7 @@
 """lash: a sans-IO turn machine and runtime kernel for durable LLM agents.
 
-    from lash import LashCore, tool
-    from lash.testing import ScriptedProvider, Reply, ToolCall
+from lash import LashCore, tool
+from lash.testing import ScriptedProvider, Reply, ToolCall
 """
 
 from .core import (

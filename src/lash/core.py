@@ -212,9 +212,7 @@ class Session:
         if stored is None:
             return cls(core, session_id)
         if stored.session_id != session_id:
-            raise ConfigError(
-                f"store returned session {stored.session_id!r} for {session_id!r}"
-            )
+            raise ConfigError(f"store returned session {stored.session_id!r} for {session_id!r}")
         return cls(
             core,
             session_id,

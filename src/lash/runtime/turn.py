@@ -233,7 +233,8 @@ class TurnRunner:
             self._fail_effect(
                 envelope,
                 "runtime_effect_wrong_outcome",
-                f"expected a {envelope.invocation.kind.value} outcome, got {type(outcome).__name__}",
+                f"expected a {envelope.invocation.kind.value} outcome, "
+                f"got {type(outcome).__name__}",
             )
             return None
         return outcome
