@@ -1,30 +1,48 @@
 """lash: a sans-IO turn machine and runtime kernel for durable LLM agents.
 
-from lash import LashCore, tool
-from lash.testing import ScriptedProvider, Reply, ToolCall
+    from lash import LashCore, tool
+    from lash.testing import ScriptedProvider, Reply, ToolCall
+
+Names are loaded on first use, so ``import lash.kernel`` (the pure kernel)
+never pulls in asyncio or the runtime.
 """
 
-from .core import (
-    ConfigError,
-    LashCore,
-    LashError,
-    Session,
-    SessionBusyError,
-    Turn,
-    TurnResult,
-    TurnStream,
-)
-from .kernel.outcome import AgentFrameSwitch, Finished, Stopped, StopReason, TurnOutcome
-from .kernel.tools.definition import Availability, Scheduling
-from .runtime.activity import TurnActivity
-from .runtime.cancel import CancelToken
-from .runtime.effects import DurabilityTier, EffectHost, InlineEffectHost
-from .runtime.tools import Tool, ToolContext, ToolError, tool
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "AgentFrameSwitch": "lash.kernel.outcome",
+    "Availability": "lash.kernel.tools.definition",
+    "CancelToken": "lash.runtime.cancel",
+    "ConfigError": "lash.core",
+    "DurabilityTier": "lash.runtime.effects",
+    "EffectHost": "lash.runtime.effects",
+    "Finished": "lash.kernel.outcome",
+    "InlineEffectHost": "lash.runtime.effects",
+    "LashCore": "lash.core",
+    "LashError": "lash.core",
+    "Scheduling": "lash.kernel.tools.definition",
+    "Session": "lash.core",
+    "SessionBusyError": "lash.core",
+    "StopReason": "lash.kernel.outcome",
+    "Stopped": "lash.kernel.outcome",
+    "Tool": "lash.runtime.tools",
+    "ToolContext": "lash.runtime.tools",
+    "ToolError": "lash.runtime.tools",
+    "Turn": "lash.core",
+    "TurnActivity": "lash.runtime.activity",
+    "TurnOutcome": "lash.kernel.outcome",
+    "TurnResult": "lash.core",
+    "TurnStream": "lash.core",
+    "tool": "lash.runtime.tools",
+}
 
 TurnInput = str
 """What a turn takes: the user's text (images arrive with the attachment store)."""
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AgentFrameSwitch",
@@ -53,3 +71,34 @@ __all__ = [
     "TurnStream",
     "tool",
 ]
+
+if TYPE_CHECKING:
+    from .core import (
+        ConfigError,
+        LashCore,
+        LashError,
+        Session,
+        SessionBusyError,
+        Turn,
+        TurnResult,
+        TurnStream,
+    )
+    from .kernel.outcome import AgentFrameSwitch, Finished, Stopped, StopReason, TurnOutcome
+    from .kernel.tools.definition import Availability, Scheduling
+    from .runtime.activity import TurnActivity
+    from .runtime.cancel import CancelToken
+    from .runtime.effects import DurabilityTier, EffectHost, InlineEffectHost
+    from .runtime.tools import Tool, ToolContext, ToolError, tool
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lash' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -36,7 +36,11 @@ from ..kernel.tools.output import (
 )
 from ..kernel.tools.surface import ToolSurface
 from ..kernel.tools.typed import TypedTool, tool_definition_from_function
-from ..kernel.tools.validation import InvalidToolArguments, validate_tool_args
+from ..kernel.tools.validation import (
+    InvalidToolArguments,
+    check_tool_schema,
+    validate_tool_args,
+)
 from ..kernel.tools.value import model_return_parts
 from .cancel import CancelToken
 
@@ -298,7 +302,7 @@ class ToolRegistry:
         return self._generation
 
     def add(self, t: Tool) -> None:
-        """Add a tool; a second tool with the same name is an error."""
+        """Add a tool; a second tool with the same name, or an invalid schema, is an error."""
         if not isinstance(t, Tool):
             raise ToolDefinitionError(
                 f"expected a Tool (decorate the function with @tool), got {type(t).__name__}"
@@ -307,6 +311,7 @@ class ToolRegistry:
             raise ToolDefinitionError("'batch' is provided by the runtime; pick another name")
         if t.name in self._tools:
             raise ToolDefinitionError(f"two tools are named {t.name!r}")
+        check_tool_schema(t.definition.input_schema, tool_name=t.name)
         self._tools[t.name] = t
         self._changed()
 
