@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -377,13 +377,14 @@ class Turn:
         """The turn id (stable across replays when the host supplies it)."""
         return self._turn_id
 
-    async def _start(self, sink: Any) -> asyncio.Task[TurnResult]:
-        self._session._claim()
-        task = asyncio.ensure_future(
-            self._session._execute(
-                self._input, cancel=self._cancel, turn_id=self._turn_id, sink=sink
-            )
-        )
+    def _launch(self, body: Coroutine[Any, Any, TurnResult]) -> asyncio.Task[TurnResult]:
+        """Run ``body`` as the turn's task: claims the session, wires cancellation."""
+        try:
+            self._session._claim()
+        except BaseException:
+            body.close()
+            raise
+        task = asyncio.ensure_future(body)
         task.add_done_callback(self._release)
 
         def cancel_task() -> None:
@@ -392,12 +393,17 @@ class Turn:
         self._cancel.on_cancel(cancel_task)
         return task
 
+    def _body(self, sink: Any) -> Coroutine[Any, Any, TurnResult]:
+        return self._session._execute(
+            self._input, cancel=self._cancel, turn_id=self._turn_id, sink=sink
+        )
+
     def _release(self, _task: asyncio.Task[TurnResult]) -> None:
         self._session._busy = False
 
     async def run(self) -> TurnResult:
         """Run the turn and return its committed result."""
-        return await (await self._start(None))
+        return await self._launch(self._body(None))
 
     def stream(self) -> TurnStream:
         """Stream the turn's activities: ``async with turn.stream() as s: async for a in s``."""
@@ -410,8 +416,9 @@ _END = object()
 class TurnStream:
     """An async iterator of ``TurnActivity``; ``result`` is set once the turn is done.
 
-    Leaving the ``async with`` block before the end cancels the turn, which then
-    ends (and commits) as ``Stopped(cancelled)``.
+    Activities are buffered (up to 64); a slow consumer slows the turn down
+    rather than losing activities. Leaving the ``async with`` block before the
+    end cancels the turn, which then ends (and commits) as ``Stopped(cancelled)``.
     """
 
     def __init__(self, turn: Turn) -> None:
@@ -419,6 +426,7 @@ class TurnStream:
         self._queue: asyncio.Queue[Any] = asyncio.Queue(_STREAM_BUFFER)
         self._task: asyncio.Task[TurnResult] | None = None
         self._result: TurnResult | None = None
+        self._closed = False
 
     @property
     def result(self) -> TurnResult:
@@ -427,9 +435,19 @@ class TurnStream:
             raise LashError("the turn has not finished yet")
         return self._result
 
+    async def _put(self, activity: TurnActivity) -> None:
+        if not self._closed:
+            await self._queue.put(activity)
+
+    async def _produce(self) -> TurnResult:
+        try:
+            return await self._turn._body(self._put)
+        finally:
+            if not self._closed:
+                await self._queue.put(_END)
+
     async def __aenter__(self) -> TurnStream:
-        self._task = await self._turn._start(self._queue.put)
-        self._task.add_done_callback(lambda _t: self._queue.put_nowait(_END))
+        self._task = self._turn._launch(self._produce())
         return self
 
     async def __aexit__(
@@ -442,21 +460,21 @@ class TurnStream:
         if task is None:
             return
         if not task.done():
+            self._closed = True
+            while not self._queue.empty():  # unblock a producer waiting for room
+                self._queue.get_nowait()
             self._turn._cancel.cancel("the stream was closed early")
-            while not task.done():  # keep the producer unblocked while it winds down
-                while not self._queue.empty():
-                    self._queue.get_nowait()
-                await asyncio.sleep(0)
         self._result = await task
 
     def __aiter__(self) -> AsyncIterator[TurnActivity]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[TurnActivity]:
+        if self._task is None:
+            raise LashError("use the stream inside `async with turn.stream() as stream`")
         while True:
             item = await self._queue.get()
             if item is _END:
-                if self._task is not None:
-                    self._result = await self._task
+                self._result = await self._task
                 return
             yield item
