@@ -295,9 +295,12 @@ class Session:
         )
         done = await runner.run()
         committed = tuple(m for m in done.added if not m.is_transient)
-        usage_rows: tuple[UsageRow, ...] = ()
-        if done.usage != LlmUsage():
-            usage_rows = (UsageRow(source="turn", model=core.model, usage=done.usage),)
+        rows = [UsageRow(source="turn", model=core.model, usage=done.usage)]
+        rows.extend(
+            UsageRow(source=source, model=model, usage=u)
+            for (source, model), u in sorted(runner.direct_usage.items())
+        )
+        usage_rows = tuple(r for r in rows if r.usage != LlmUsage())
         commit = RuntimeCommit(
             session_id=self.id,
             expected_revision=self._revision,

@@ -20,7 +20,7 @@ import msgspec
 
 from ..kernel.codec import canonical_hash
 from ..kernel.effects import CheckpointDelivered, LlmCompleted, LlmFailed, SurfaceSynced
-from ..kernel.llm import LlmRequest
+from ..kernel.llm import LlmRequest, LlmResponse
 from ..kernel.messages import CheckpointKind
 from ..kernel.tools.output import CompletedToolCall, PendingToolCall
 
@@ -162,7 +162,7 @@ class Slept(msgspec.Struct, tag="slept", tag_field="type", **_S):
 class DirectCompleted(msgspec.Struct, tag="direct_completed", tag_field="type", **_S):
     """The outcome of a direct completion."""
 
-    response: Any
+    response: LlmResponse
 
 
 EffectOutcome: TypeAlias = (

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, overload
 
 import msgspec
 
 from ..kernel.errors import ToolDefinitionError, ToolValueError
+from ..kernel.llm import LlmRequest, LlmResponse
 from ..kernel.protocols.batch import BATCH_TOOL_NAME
 from ..kernel.protocols.standard import standard_surface
 from ..kernel.tools.definition import (
@@ -53,6 +54,7 @@ class ToolContext:
     """
 
     __slots__ = (
+        "_completer",
         "attempt",
         "call_id",
         "cancel",
@@ -74,7 +76,9 @@ class ToolContext:
         attempt: int = 1,
         max_attempts: int = 1,
         cancel: CancelToken | None = None,
+        completer: DirectCompleter | None = None,
     ) -> None:
+        self._completer = completer
         self.session_id = session_id
         self.turn_id = turn_id
         self.call_id = call_id
@@ -83,6 +87,23 @@ class ToolContext:
         self.attempt = attempt
         self.max_attempts = max_attempts
         self.cancel = cancel or CancelToken()
+
+    async def complete(
+        self, request: LlmRequest, *, usage_source: str = "tool", key: str | None = None
+    ) -> LlmResponse:
+        """A helper model call made from this tool, through the effect boundary.
+
+        It is keyed by this call and a stable hash of ``request`` (or ``key``),
+        so a durable replay returns the recorded answer instead of paying again.
+        Its usage is booked to ``usage_source``. Raises ``ProviderError``.
+        """
+        if self._completer is None:
+            raise RuntimeError("this tool context has no model access")
+        return await self._completer(self, request, usage_source, key)
+
+
+DirectCompleter = Callable[["ToolContext", LlmRequest, str, "str | None"], Awaitable[LlmResponse]]
+"""How a ``ToolContext`` reaches the runtime for a direct completion."""
 
 
 class ToolError(Exception):

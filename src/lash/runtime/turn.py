@@ -52,7 +52,7 @@ from ..kernel.events import (
 from ..kernel.events import (
     ReasoningDelta as KernelReasoningDelta,
 )
-from ..kernel.llm import LlmCallError, LlmUsage
+from ..kernel.llm import LlmCallError, LlmRequest, LlmResponse, LlmUsage
 from ..kernel.machine import TurnMachine
 from ..kernel.outcome import Finished, ToolValueAnswer
 from ..kernel.protocols.batch import (
@@ -96,6 +96,8 @@ from .activity import (
 from .cancel import CancelToken
 from .effects import (
     CheckpointCommand,
+    DirectCommand,
+    DirectCompleted,
     DurabilityTier,
     EffectController,
     EffectEnvelope,
@@ -111,8 +113,10 @@ from .effects import (
     ToolCallCommand,
     attempt_key,
     batch_entry_key,
+    direct_key,
     outcome_matches,
     retry_sleep_key,
+    tool_call_cause,
     tool_call_key,
     turn_effect_key,
 )
@@ -150,6 +154,8 @@ class TurnRunner:
         self.projector = projector
         self.activities: list[TurnActivity] = []
         self.tool_calls: list[ToolCallCompleted] = []
+        self.direct_usage: dict[tuple[str, str], LlmUsage] = {}
+        """Usage of direct completions made during the turn, by (source, model)."""
         self._sink = sink
         self._seq = 0
 
@@ -485,6 +491,8 @@ class TurnRunner:
             return Slept(duration_ms=command.duration_ms)  # type: ignore[union-attr]
         if kind is SyncSurfaceCommand:
             return SurfaceSynced(id=command.effect_id)  # type: ignore[union-attr]
+        if kind is DirectCommand:
+            return await self._execute_direct(command)  # type: ignore[arg-type]
         raise EffectHostError("local_executor_mismatch", f"cannot execute {kind.__name__}")
 
     async def _execute_llm(self, command: LlmCallCommand) -> LlmCompleted | LlmFailed:
@@ -559,10 +567,56 @@ class TurnRunner:
             attempt=command.attempt,
             max_attempts=command.max_attempts,
             cancel=self.cancel,
+            completer=self._direct,
         )
         started = time.monotonic()
         output = await t.run(call.args, ctx)
         return self._complete(call, output, int((time.monotonic() - started) * 1000))
+
+    async def _direct(
+        self, ctx: ToolContext, request: LlmRequest, usage_source: str, key: str | None
+    ) -> LlmResponse:
+        """A direct completion from a tool: its own envelope, keyed by the call and request."""
+        replay = direct_key(
+            self.session_id,
+            self.turn_id,
+            usage_source,
+            request,
+            cause=tool_call_cause(self.session_id, ctx.call_id),
+            explicit_key=key,
+        )
+        envelope = self._envelope(
+            EffectKind.DIRECT,
+            replay.rsplit(":direct:", 1)[1],
+            replay,
+            DirectCommand(request=request, usage_source=usage_source),
+            f"tool_call:{ctx.call_id}",
+        )
+        outcome = await self.controller.run(envelope, self)
+        if isinstance(outcome, LlmFailed):
+            raise ProviderError(outcome.error)
+        if not isinstance(outcome, DirectCompleted):
+            raise EffectHostError(
+                "runtime_effect_wrong_outcome",
+                f"expected a direct outcome, got {type(outcome).__name__}",
+            )
+        response: LlmResponse = outcome.response
+        model = request.model
+        prior = self.direct_usage.get((usage_source, model))
+        self.direct_usage[(usage_source, model)] = (
+            response.usage if prior is None else prior + response.usage
+        )
+        return response
+
+    async def _execute_direct(self, command: DirectCommand) -> DirectCompleted | LlmFailed:
+        try:
+            response = await self.provider.complete(command.request, None)
+        except ProviderError as exc:
+            return LlmFailed(id=0, error=exc.error)
+        except Exception as exc:
+            error = LlmCallError(message=f"{type(exc).__name__}: {exc}", code="provider_exception")
+            return LlmFailed(id=0, error=error)
+        return DirectCompleted(response=response)
 
     # ------------------------------------------------------------ activities
 
