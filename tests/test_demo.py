@@ -40,3 +40,19 @@ def test_unknown_command_is_a_usage_error() -> None:
     )
     assert proc.returncode == 2
     assert "invalid choice: 'nope'" in proc.stderr
+
+
+def test_next_turn_can_start_right_after_a_stream_ends() -> None:
+    from lash import LashCore
+    from lash.testing import Reply, ScriptedProvider
+
+    async def main() -> list[str]:
+        core = LashCore(provider=ScriptedProvider([Reply(text="a"), Reply(text="b")]), model="m")
+        async with core.session("s") as session:
+            async with session.turn("one").stream() as first:
+                async for _ in first:
+                    pass
+            second = await session.run("two")  # no loop step in between
+            return [first.result.text, second.text]
+
+    assert asyncio.run(main()) == ["a", "b"]

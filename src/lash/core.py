@@ -396,10 +396,15 @@ class Turn:
         self._cancel.on_cancel(cancel_task)
         return task
 
-    def _body(self, sink: Any) -> Coroutine[Any, Any, TurnResult]:
-        return self._session._execute(
-            self._input, cancel=self._cancel, turn_id=self._turn_id, sink=sink
-        )
+    async def _body(self, sink: Any) -> TurnResult:
+        try:
+            return await self._session._execute(
+                self._input, cancel=self._cancel, turn_id=self._turn_id, sink=sink
+            )
+        finally:
+            # Released here, not only in the done-callback (which runs a loop step
+            # later), so a caller can start the next turn as soon as this one ends.
+            self._session._busy = False
 
     def _release(self, _task: asyncio.Task[TurnResult]) -> None:
         self._session._busy = False
