@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +27,7 @@ from .runtime.activity import ErrorActivity, ToolCallCompleted, TurnActivity
 from .runtime.cancel import CancelToken
 from .runtime.effects import DurabilityTier, EffectHost, InlineEffectHost, TurnScope
 from .runtime.tools import Tool, ToolRegistry
+from .runtime.trace import JsonlTraceSink, Tracer, TraceSink
 from .runtime.turn import TurnRunner
 from .store.base import RuntimeCommit, SessionStore, TurnStamp, UsageRow, commit_hash
 from .store.memory import MemoryStore
@@ -103,7 +105,7 @@ class LashCore:
         attachments: Any = None,
         effect_host: EffectHost | None = None,
         max_turns: int | None = None,
-        trace: Any = None,
+        trace: TraceSink | str | Path | None = None,
         generation: GenerationOptions | None = None,
     ) -> None:
         if not callable(getattr(provider, "complete", None)):
@@ -112,9 +114,15 @@ class LashCore:
             raise ConfigError(f"model must be a non-blank string, got {model!r}")
         if max_turns is not None and (not isinstance(max_turns, int) or max_turns < 1):
             raise ConfigError(f"max_turns must be a positive integer, got {max_turns!r}")
-        for name, value in (("plugins", plugins), ("attachments", attachments), ("trace", trace)):
+        for name, value in (("plugins", plugins), ("attachments", attachments)):
             if value:
                 raise ConfigError(f"{name}= is not supported in this version yet")
+        if trace is None or isinstance(trace, str | Path):
+            self.trace: TraceSink | None = JsonlTraceSink(trace) if trace is not None else None
+        elif callable(getattr(trace, "append", None)):
+            self.trace = trace
+        else:
+            raise ConfigError(f"trace must be a path or a TraceSink, got {type(trace).__name__}")
         self.provider = provider
         self.model = model
         self.registry = ToolRegistry(tools)
@@ -292,6 +300,7 @@ class Session:
             registry=core.registry,
             cancel=cancel,
             sink=sink,
+            tracer=Tracer(core.trace, self.id, turn_id) if core.trace is not None else None,
         )
         done = await runner.run()
         committed = tuple(m for m in done.added if not m.is_transient)

@@ -324,6 +324,11 @@ class TurnMachine:
     # ------------------------------------------------------------ public API
 
     @property
+    def config(self) -> MachineConfig:
+        """The configuration this machine runs with."""
+        return self._cfg
+
+    @property
     def is_done(self) -> bool:
         """True once the turn has ended (its ``Done`` may still be queued)."""
         return isinstance(self._state, Ended)

@@ -52,7 +52,7 @@ from ..kernel.events import (
 from ..kernel.events import (
     ReasoningDelta as KernelReasoningDelta,
 )
-from ..kernel.llm import LlmCallError, LlmRequest, LlmResponse, LlmUsage
+from ..kernel.llm import LlmCallError, LlmRequest, LlmResponse, LlmUsage, ToolCallOutput
 from ..kernel.machine import TurnMachine
 from ..kernel.outcome import Finished, ToolValueAnswer
 from ..kernel.protocols.batch import (
@@ -121,6 +121,15 @@ from .effects import (
     turn_effect_key,
 )
 from .tools import ToolContext, ToolRegistry, default_projection, prepare_failure
+from .trace import (
+    LlmCallCompleted,
+    LlmCallFailed,
+    LlmCallStarted,
+    ToolCallTraced,
+    Tracer,
+    TurnCompleted,
+    TurnStarted,
+)
 
 ActivitySink = Callable[[TurnActivity], Awaitable[None]]
 Projector = Callable[[ToolOutput], tuple[Any, ...]]
@@ -142,6 +151,7 @@ class TurnRunner:
         cancel: CancelToken | None = None,
         sink: ActivitySink | None = None,
         projector: Projector = default_projection,
+        tracer: Tracer | None = None,
     ) -> None:
         self.machine = machine
         self.session_id = session_id
@@ -158,12 +168,15 @@ class TurnRunner:
         """Usage of direct completions made during the turn, by (source, model)."""
         self._sink = sink
         self._seq = 0
+        self._trace = tracer
 
     # ------------------------------------------------------------ the loop
 
     async def run(self) -> Done:
         """Drive the machine until it is done; return its ``Done``."""
         m = self.machine
+        if self._trace is not None:
+            self._trace(TurnStarted(turn_index=self.turn_index, model=m.config.model))
         while True:
             try:
                 effect = m.poll()
@@ -275,7 +288,35 @@ class TurnRunner:
             effect.id,
         )
         command = LlmCallCommand(effect_id=effect.id, request=effect.request)
+        trace = self._trace
+        if trace is not None:
+            trace(
+                LlmCallStarted(
+                    effect_id=effect.id,
+                    replay_key=key,
+                    model=effect.request.model,
+                    message_count=len(effect.request.messages),
+                    tool_names=tuple(t.name for t in effect.request.tools),
+                )
+            )
+            started = time.perf_counter()
         outcome = await self._run(self._envelope(EffectKind.LLM_CALL, str(effect.id), key, command))
+        if trace is not None:
+            elapsed = round((time.perf_counter() - started) * 1000, 3)
+            if isinstance(outcome, LlmCompleted):
+                r = outcome.response
+                trace(
+                    LlmCallCompleted(
+                        effect_id=effect.id,
+                        duration_ms=elapsed,
+                        terminal_reason=r.terminal_reason,
+                        usage=r.usage,
+                        text_chars=len(r.full_text),
+                        tool_calls=sum(isinstance(p, ToolCallOutput) for p in r.parts),
+                    )
+                )
+            elif isinstance(outcome, LlmFailed):
+                trace(LlmCallFailed(effect_id=effect.id, duration_ms=elapsed, error=outcome.error))
         if outcome is not None:
             self._respond(outcome)  # type: ignore[arg-type]
 
@@ -676,6 +717,15 @@ class TurnRunner:
                 duration_ms=f.duration_ms,
             )
             self.tool_calls.append(done)
+            if self._trace is not None:
+                self._trace(
+                    ToolCallTraced(
+                        call_id=f.call_id,
+                        name=f.name,
+                        status=f.output.status,
+                        duration_ms=f.duration_ms,
+                    )
+                )
             await self._emit(done)
         elif kind is ErrorReported:
             r: ErrorReported = event  # type: ignore[assignment]
@@ -693,6 +743,8 @@ class TurnRunner:
 
     async def _on_done(self, done: Done) -> None:
         outcome = done.outcome
+        if self._trace is not None:
+            self._trace(TurnCompleted(outcome=outcome, usage=done.usage))
         if isinstance(outcome, Finished) and isinstance(outcome.result, ToolValueAnswer):
             aid = self._next_id()
             await self._emit(
