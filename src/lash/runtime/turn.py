@@ -169,6 +169,7 @@ class TurnRunner:
         self._sink = sink
         self._seq = 0
         self._trace = tracer
+        self._streamed: set[int] = set()
 
     # ------------------------------------------------------------ the loop
 
@@ -317,6 +318,12 @@ class TurnRunner:
                 )
             elif isinstance(outcome, LlmFailed):
                 trace(LlmCallFailed(effect_id=effect.id, duration_ms=elapsed, error=outcome.error))
+        if isinstance(outcome, LlmCompleted):
+            # Whether the text reached the host is a fact about this process, not
+            # about the recorded outcome: a replayed answer was never streamed here.
+            streamed_here = effect.id in self._streamed
+            if outcome.text_streamed != streamed_here:
+                outcome = msgspec.structs.replace(outcome, text_streamed=streamed_here)
         if outcome is not None:
             self._respond(outcome)  # type: ignore[arg-type]
 
@@ -546,6 +553,7 @@ class TurnRunner:
             kind = type(event)
             if kind is TextDeltaEvent:
                 streamed = True
+                self._streamed.add(command.effect_id)
                 await self._emit(
                     AssistantProseDelta(
                         id=self._next_id(),
