@@ -16,9 +16,18 @@ from typing import Any
 
 import msgspec
 
+from .kernel.errors import ToolDefinitionError
 from .kernel.llm import GenerationOptions, LlmUsage
 from .kernel.machine import MachineConfig, TurnMachine
-from .kernel.messages import Message, user_message
+from .kernel.messages import (
+    Message,
+    Part,
+    PartKind,
+    PluginOrigin,
+    Role,
+    renumber_parts,
+    user_message,
+)
 from .kernel.outcome import AgentFrameSwitch, Finished, Stopped, StopReason, TurnOutcome
 from .kernel.prompt import PromptContribution
 from .kernel.protocols.standard import standard_config
@@ -26,6 +35,17 @@ from .providers.base import Provider
 from .runtime.activity import ErrorActivity, ToolCallCompleted, TurnActivity
 from .runtime.cancel import CancelToken
 from .runtime.effects import DurabilityTier, EffectHost, InlineEffectHost, TurnScope
+from .runtime.plugins import (
+    AbortTurn,
+    EnqueueMessages,
+    Plugin,
+    PluginError,
+    PluginHost,
+    TurnFinishedEvent,
+    TurnHookContext,
+    TurnStartedEvent,
+    directives,
+)
 from .runtime.tools import Tool, ToolRegistry
 from .runtime.trace import JsonlTraceSink, Tracer, TraceSink
 from .runtime.turn import TurnRunner
@@ -100,7 +120,7 @@ class LashCore:
         model: str,
         tools: Iterable[Tool] = (),
         instructions: str | None = None,
-        plugins: Sequence[Any] = (),
+        plugins: Sequence[Plugin] = (),
         store: SessionStore | str | None = None,
         attachments: Any = None,
         effect_host: EffectHost | None = None,
@@ -114,9 +134,12 @@ class LashCore:
             raise ConfigError(f"model must be a non-blank string, got {model!r}")
         if max_turns is not None and (not isinstance(max_turns, int) or max_turns < 1):
             raise ConfigError(f"max_turns must be a positive integer, got {max_turns!r}")
-        for name, value in (("plugins", plugins), ("attachments", attachments)):
-            if value:
-                raise ConfigError(f"{name}= is not supported in this version yet")
+        if attachments:
+            raise ConfigError("attachments= is not supported in this version yet")
+        try:
+            self.plugins = PluginHost.build(plugins)
+        except PluginError as exc:
+            raise ConfigError(str(exc)) from exc
         if trace is None or isinstance(trace, str | Path):
             self.trace: TraceSink | None = JsonlTraceSink(trace) if trace is not None else None
         elif callable(getattr(trace, "append", None)):
@@ -125,7 +148,10 @@ class LashCore:
             raise ConfigError(f"trace must be a path or a TraceSink, got {type(trace).__name__}")
         self.provider = provider
         self.model = model
-        self.registry = ToolRegistry(tools)
+        try:
+            self.registry = ToolRegistry([*tools, *self.plugins.parts.tools])
+        except ToolDefinitionError as exc:
+            raise ConfigError(str(exc)) from exc
         self.instructions = instructions
         self.store = _resolve_store(store)
         self.effect_host: EffectHost = effect_host or InlineEffectHost()
@@ -145,7 +171,7 @@ class LashCore:
     def machine_config(self) -> MachineConfig:
         """The turn machine's configuration, rebuilt when the tools change."""
         if self._config is None or self._config_generation != self.registry.generation:
-            contributions = []
+            contributions = list(self.plugins.parts.contributions)
             if self.instructions and self.instructions.strip():
                 contributions.append(PromptContribution.project_instructions(self.instructions))
             self._config = standard_config(
@@ -283,10 +309,17 @@ class Session:
                 turn_id, f"turn input must be a string, got {type(input).__name__}"
             )
         turn_index = self._turn_index + 1
+        inputs = [user_message(f"{turn_id}.in", input)]
+        hooks = core.plugins.parts.before_turn_hooks
+        if hooks:
+            stop = await self._before_turn(hooks, turn_id, turn_index, input, inputs)
+            if stop is not None:
+                return stop
+        await core.plugins.emit(TurnStartedEvent(session_id=self.id, turn_id=turn_id))
         machine = TurnMachine(
             core.machine_config(),
             self._history,
-            inputs=[user_message(f"{turn_id}.in", input)],
+            inputs=inputs,
             iteration_offset=self._iteration,
             message_ids=lambda n: f"{turn_id}.m{n}",
         )
@@ -301,6 +334,7 @@ class Session:
             cancel=cancel,
             sink=sink,
             tracer=Tracer(core.trace, self.id, turn_id) if core.trace is not None else None,
+            plugins=core.plugins,
         )
         done = await runner.run()
         committed = tuple(m for m in done.added if not m.is_transient)
@@ -330,7 +364,7 @@ class Session:
             prior = self._usage.get(key)
             self._usage[key] = row.usage if prior is None else prior + row.usage
         outcome = done.outcome
-        return TurnResult(
+        turn_result = TurnResult(
             session_id=self.id,
             turn_id=turn_id,
             outcome=outcome,
@@ -341,22 +375,93 @@ class Session:
             activities=tuple(runner.activities),
             revision=result.revision,
         )
+        await core.plugins.emit(
+            TurnFinishedEvent(session_id=self.id, turn_id=turn_id, result=turn_result)
+        )
+        return turn_result
 
-    def _invalid_input(self, turn_id: str, message: str) -> TurnResult:
+    async def _before_turn(
+        self,
+        hooks: Sequence[tuple[str, Any]],
+        turn_id: str,
+        turn_index: int,
+        text: str,
+        inputs: list[Message],
+    ) -> TurnResult | None:
+        """Run before-turn hooks; a result means the turn ends here, uncommitted."""
+        ctx = TurnHookContext(
+            session_id=self.id,
+            turn_id=turn_id,
+            turn_index=turn_index,
+            input=text,
+            history=tuple(self._history),
+        )
+        for pid, hook in hooks:
+            try:
+                result = await hook(ctx)
+            except Exception as exc:
+                message = f"plugin {pid}: before_turn failed: {type(exc).__name__}: {exc}"
+                return self._ended_early(
+                    turn_id, StopReason.RUNTIME_ERROR, message, "plugin", "plugin_prepare_turn"
+                )
+            for d in directives(result):
+                if isinstance(d, AbortTurn):
+                    return self._ended_early(
+                        turn_id, StopReason.PLUGIN_ABORT, f"plugin {pid}: {d.message}", "plugin",
+                        d.code,
+                    )  # fmt: skip
+                if isinstance(d, EnqueueMessages):
+                    for injected in d.messages:
+                        if injected.role not in (Role.USER, Role.SYSTEM):
+                            message = (
+                                f"plugin {pid}: before_turn may enqueue user or system "
+                                f"messages, not {injected.role.value}"
+                            )
+                            return self._ended_early(
+                                turn_id, StopReason.RUNTIME_ERROR, message, "plugin",
+                                "plugin_prepare_turn",
+                            )  # fmt: skip
+                        mid = f"{turn_id}.pre{len(inputs)}"
+                        parts = injected.parts or (
+                            Part(id="", kind=PartKind.TEXT, content=injected.content),
+                        )
+                        inputs.append(
+                            Message(
+                                id=mid,
+                                role=injected.role,
+                                parts=renumber_parts(mid, parts),
+                                origin=injected.origin or PluginOrigin(plugin_id=pid),
+                            )
+                        )
+        return None
+
+    def _ended_early(
+        self, turn_id: str, reason: StopReason, message: str, kind: str, code: str
+    ) -> TurnResult:
+        """A turn that ends before it starts: an error activity, nothing committed."""
         error = ErrorActivity(
-            id=f"{turn_id}:1",
-            correlation_id=f"{turn_id}:1",
-            message=message,
-            kind="input_validation",
-            code="invalid_turn_input",
+            id=f"{turn_id}:1", correlation_id=f"{turn_id}:1", message=message, kind=kind, code=code
         )
         return TurnResult(
             session_id=self.id,
             turn_id=turn_id,
-            outcome=Stopped(reason=StopReason.INVALID_INPUT, message=message),
+            outcome=Stopped(reason=reason, message=message),
             activities=(error,),
             revision=self._revision,
         )
+
+    def _invalid_input(self, turn_id: str, message: str) -> TurnResult:
+        return self._ended_early(
+            turn_id, StopReason.INVALID_INPUT, message, "input_validation", "invalid_turn_input"
+        )
+
+    async def action(self, name: str, args: dict[str, Any] | None = None) -> Any:
+        """Call a plugin action by name; an unknown name is a ``PluginError``."""
+        entry = self.core.plugins.parts.actions.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self.core.plugins.parts.actions)) or "none"
+            raise PluginError(f"no plugin action {name!r} (registered: {known})")
+        return await entry[1](dict(args or {}))
 
     def _claim(self) -> None:
         if self._closed:

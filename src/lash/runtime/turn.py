@@ -54,7 +54,8 @@ from ..kernel.events import (
 )
 from ..kernel.llm import LlmCallError, LlmRequest, LlmResponse, LlmUsage, ToolCallOutput
 from ..kernel.machine import TurnMachine
-from ..kernel.outcome import Finished, ToolValueAnswer
+from ..kernel.messages import InjectedMessage
+from ..kernel.outcome import Finished, Stopped, StopReason, ToolValueAnswer
 from ..kernel.protocols.batch import (
     BATCH_TOOL_NAME,
     BatchArgumentsError,
@@ -67,6 +68,7 @@ from ..kernel.tools.definition import NeverRetry, Scheduling, retry_delay_ms
 from ..kernel.tools.output import (
     CompletedToolCall,
     FailureClass,
+    FailureSource,
     PendingToolCall,
     RetryExhausted,
     ToolFailure,
@@ -120,7 +122,17 @@ from .effects import (
     tool_call_key,
     turn_effect_key,
 )
-from .tools import ToolContext, ToolRegistry, default_projection, prepare_failure
+from .plugins import (
+    AbortTurn,
+    CheckpointContext,
+    EnqueueMessages,
+    PluginHost,
+    ReplaceToolArgs,
+    ShortCircuit,
+    ToolHookContext,
+    directives,
+)
+from .tools import Tool, ToolContext, ToolRegistry, default_projection, prepare_failure
 from .trace import (
     LlmCallCompleted,
     LlmCallFailed,
@@ -133,6 +145,27 @@ from .trace import (
 
 ActivitySink = Callable[[TurnActivity], Awaitable[None]]
 Projector = Callable[[ToolOutput], tuple[Any, ...]]
+
+
+class PluginAbortError(Exception):
+    """A plugin hook asked to end the turn from inside an effect."""
+
+    def __init__(self, plugin_id: str, code: str, message: str) -> None:
+        super().__init__(f"plugin {plugin_id}: {message}")
+        self.plugin_id = plugin_id
+        self.code = code
+        self.message = message
+
+
+def _hook_failure(plugin_id: str, code: str, exc: Exception) -> ToolOutput:
+    return ToolOutput.failure(
+        ToolFailure(
+            failure_class=FailureClass.INTERNAL,
+            code=code,
+            message=f"plugin {plugin_id}: {type(exc).__name__}: {exc}",
+            source=FailureSource.PLUGIN,
+        )
+    )
 
 
 class TurnRunner:
@@ -150,8 +183,9 @@ class TurnRunner:
         registry: ToolRegistry,
         cancel: CancelToken | None = None,
         sink: ActivitySink | None = None,
-        projector: Projector = default_projection,
+        projector: Projector | None = None,
         tracer: Tracer | None = None,
+        plugins: PluginHost | None = None,
     ) -> None:
         self.machine = machine
         self.session_id = session_id
@@ -161,7 +195,12 @@ class TurnRunner:
         self.provider = provider
         self.registry = registry
         self.cancel = cancel or CancelToken()
+        self.plugins = plugins if plugins is not None and not plugins.empty else None
+        parts = self.plugins.parts if self.plugins is not None else None
+        if projector is None:
+            projector = parts.projector[1] if parts and parts.projector else default_projection
         self.projector = projector
+        self._pending_injections: list[InjectedMessage] = []
         self.activities: list[TurnActivity] = []
         self.tool_calls: list[ToolCallCompleted] = []
         self.direct_usage: dict[tuple[str, str], LlmUsage] = {}
@@ -239,6 +278,9 @@ class TurnRunner:
         """The outcome, or None after failing the turn (inline hosts only)."""
         try:
             outcome = await self.controller.run(envelope, self)
+        except PluginAbortError as exc:
+            await self._plugin_abort(exc)
+            return None
         except EffectHostError as exc:
             if self.controller.tier is DurabilityTier.DURABLE:
                 raise
@@ -258,6 +300,19 @@ class TurnRunner:
             )
             return None
         return outcome
+
+    async def _plugin_abort(self, exc: PluginAbortError) -> None:
+        aid = self._next_id()
+        await self._emit(
+            ErrorActivity(
+                id=aid,
+                correlation_id=aid,
+                message=f"plugin {exc.plugin_id}: {exc.message}",
+                kind="plugin",
+                code=exc.code,
+            )
+        )
+        self.machine.finish(Stopped(reason=StopReason.PLUGIN_ABORT, message=exc.message))
 
     def _fail_effect(self, envelope: EffectEnvelope, code: str, message: str) -> None:
         if self.controller.tier is DurabilityTier.DURABLE:
@@ -533,7 +588,7 @@ class TurnRunner:
         if kind is ToolCallCommand:
             return await self._execute_tool(command)  # type: ignore[arg-type]
         if kind is CheckpointCommand:
-            return CheckpointDelivered(id=command.effect_id)  # type: ignore[union-attr]
+            return await self._execute_checkpoint(command)  # type: ignore[arg-type]
         if kind is SleepCommand:
             await asyncio.sleep(command.duration_ms / 1000)  # type: ignore[union-attr]
             return Slept(duration_ms=command.duration_ms)  # type: ignore[union-attr]
@@ -542,6 +597,30 @@ class TurnRunner:
         if kind is DirectCommand:
             return await self._execute_direct(command)  # type: ignore[arg-type]
         raise EffectHostError("local_executor_mismatch", f"cannot execute {kind.__name__}")
+
+    async def _execute_checkpoint(self, command: CheckpointCommand) -> CheckpointDelivered:
+        messages = list(self._pending_injections)
+        self._pending_injections.clear()
+        if self.plugins is not None and self.plugins.parts.checkpoint_hooks:
+            ctx = CheckpointContext(
+                session_id=self.session_id,
+                turn_id=self.turn_id,
+                kind=command.kind.value,
+                iteration=self.machine.iteration,
+            )
+            for pid, hook in self.plugins.parts.checkpoint_hooks:
+                try:
+                    result = await hook(ctx)
+                except Exception as exc:
+                    raise PluginAbortError(
+                        pid, "plugin_checkpoint_failed", f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                for d in directives(result):
+                    if isinstance(d, AbortTurn):
+                        raise PluginAbortError(pid, d.code, d.message)
+                    if isinstance(d, EnqueueMessages):
+                        messages.extend(d.messages)
+        return CheckpointDelivered(id=command.effect_id, messages=tuple(messages))
 
     async def _execute_llm(self, command: LlmCallCommand) -> LlmCompleted | LlmFailed:
         streamed = False
@@ -558,7 +637,7 @@ class TurnRunner:
                     AssistantProseDelta(
                         id=self._next_id(),
                         correlation_id=event.item_id or correlation,  # type: ignore[union-attr]
-                        text=event.text,  # type: ignore[union-attr]
+                        text=self._display(event.text),  # type: ignore[union-attr]
                     )
                 )
             elif kind is ReasoningDeltaEvent:
@@ -597,6 +676,9 @@ class TurnRunner:
             )
         if streamed_usage is not None and response.usage == LlmUsage():
             response = msgspec.structs.replace(response, usage=streamed_usage)
+        if self.plugins is not None:
+            for _pid, transform in self.plugins.parts.response_transforms:
+                response = transform(response)
         return LlmCompleted(id=command.effect_id, response=response, text_streamed=streamed)
 
     async def _execute_tool(self, command: ToolCallCommand) -> CompletedToolCall:
@@ -619,8 +701,60 @@ class TurnRunner:
             completer=self._direct,
         )
         started = time.monotonic()
-        output = await t.run(call.args, ctx)
+        output = await self._run_tool_with_hooks(t, call, ctx)
         return self._complete(call, output, int((time.monotonic() - started) * 1000))
+
+    async def _run_tool_with_hooks(
+        self, t: Tool, call: PendingToolCall, ctx: ToolContext
+    ) -> ToolOutput:
+        if self.plugins is None:
+            return await t.run(call.args, ctx)
+        parts = self.plugins.parts
+        args = call.args
+        for pid, hook in parts.before_tool_hooks:
+            hook_ctx = ToolHookContext(session_id=self.session_id, turn_id=self.turn_id, call=call)
+            try:
+                result = await hook(hook_ctx)
+            except Exception as exc:
+                return _hook_failure(pid, "before_tool_call_failed", exc)
+            for d in directives(result):
+                if isinstance(d, ShortCircuit):
+                    return d.output
+                if isinstance(d, AbortTurn):
+                    failure = ToolFailure(
+                        failure_class=FailureClass.PERMISSION_DENIED,
+                        code=d.code,
+                        message=f"plugin {pid}: {d.message}",
+                        source=FailureSource.PLUGIN,
+                    )
+                    return ToolOutput.failure(failure)
+                if isinstance(d, ReplaceToolArgs):
+                    replaced = msgspec.structs.replace(call, args=d.args)
+                    problem = prepare_failure(replaced, self.registry)
+                    if problem is not None:
+                        return problem
+                    call, args = replaced, d.args
+        output = await t.run(args, ctx)
+        for pid, hook in parts.after_tool_hooks:
+            hook_ctx = ToolHookContext(
+                session_id=self.session_id, turn_id=self.turn_id, call=call, output=output
+            )
+            try:
+                result = await hook(hook_ctx)
+            except Exception as exc:
+                return _hook_failure(pid, "after_tool_call_failed", exc)
+            for d in directives(result):
+                if isinstance(d, ShortCircuit):
+                    output = d.output
+                elif isinstance(d, EnqueueMessages):
+                    self._pending_injections.extend(d.messages)
+        return output
+
+    def _display(self, text: str) -> str:
+        if self.plugins is not None:
+            for _pid, transform in self.plugins.parts.stream_transforms:
+                text = transform(text)
+        return text
 
     async def _direct(
         self, ctx: ToolContext, request: LlmRequest, usage_source: str, key: str | None
