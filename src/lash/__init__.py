@@ -19,6 +19,7 @@ _EXPORTS = {
     "Availability": "lash.kernel.tools.definition",
     "CancelToken": "lash.runtime.cancel",
     "ConfigError": "lash.core",
+    "Delivery": "lash.runtime.queue",
     "DurabilityTier": "lash.runtime.effects",
     "EffectHost": "lash.runtime.effects",
     "Finished": "lash.kernel.outcome",
@@ -49,6 +50,7 @@ __all__ = [
     "Availability",
     "CancelToken",
     "ConfigError",
+    "Delivery",
     "DurabilityTier",
     "EffectHost",
     "Finished",
@@ -88,6 +90,7 @@ if TYPE_CHECKING:
     from .runtime.activity import TurnActivity
     from .runtime.cancel import CancelToken
     from .runtime.effects import DurabilityTier, EffectHost, InlineEffectHost
+    from .runtime.queue import Delivery
     from .runtime.tools import Tool, ToolContext, ToolError, tool
 
 

@@ -46,6 +46,7 @@ from .runtime.plugins import (
     TurnStartedEvent,
     directives,
 )
+from .runtime.queue import Delivery, QueuedInput, WorkQueue
 from .runtime.tools import Tool, ToolRegistry
 from .runtime.trace import JsonlTraceSink, Tracer, TraceSink
 from .runtime.turn import TurnRunner
@@ -238,6 +239,7 @@ class Session:
         self._usage: dict[tuple[str, str], LlmUsage] = {(r.source, r.model): r.usage for r in usage}
         self._busy = False
         self._closed = False
+        self._queue = WorkQueue()
 
     @classmethod
     async def open(cls, core: LashCore, session_id: str) -> Session:
@@ -335,6 +337,7 @@ class Session:
             sink=sink,
             tracer=Tracer(core.trace, self.id, turn_id) if core.trace is not None else None,
             plugins=core.plugins,
+            queue=self._queue,
         )
         done = await runner.run()
         committed = tuple(m for m in done.added if not m.is_transient)
@@ -454,6 +457,30 @@ class Session:
         return self._ended_early(
             turn_id, StopReason.INVALID_INPUT, message, "input_validation", "invalid_turn_input"
         )
+
+    def enqueue(
+        self,
+        text: str,
+        *,
+        delivery: Delivery = Delivery.AFTER_CURRENT_TURN,
+        source_key: str | None = None,
+    ) -> QueuedInput:
+        """Queue input (see ``lash.runtime.queue``); the same ``source_key`` is queued once."""
+        if self._closed:
+            raise LashError(f"session {self.id!r} is closed")
+        return self._queue.enqueue(text, delivery, source_key)
+
+    @property
+    def pending(self) -> tuple[QueuedInput, ...]:
+        """Queued input not yet taken by a turn or checkpoint."""
+        return self._queue.pending
+
+    async def drain(self) -> list[TurnResult]:
+        """Run the queued input, one turn per item, oldest first; returns their results."""
+        results = []
+        while (item := self._queue.take_next_turn()) is not None:
+            results.append(await self.run(item.text))
+        return results
 
     async def action(self, name: str, args: dict[str, Any] | None = None) -> Any:
         """Call a plugin action by name; an unknown name is a ``PluginError``."""

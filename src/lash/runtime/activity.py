@@ -132,6 +132,23 @@ class RetryStatus(
     reason: str
 
 
+class QueuedInputAccepted(
+    _Activity,
+    tag="queued_input_accepted",
+    tag_field="type",
+    frozen=True,
+    kw_only=True,
+    omit_defaults=True,
+):
+    """Queued input joined the running turn at a checkpoint."""
+
+    id: str
+    correlation_id: str
+    checkpoint: str
+    input_ids: tuple[str, ...]
+    texts: tuple[str, ...]
+
+
 class ToolValue(
     _Activity, tag="tool_value", tag_field="type", frozen=True, kw_only=True, omit_defaults=True
 ):
@@ -163,6 +180,7 @@ TurnActivity: TypeAlias = (
     | ToolCallCompleted
     | UsageReported
     | RetryStatus
+    | QueuedInputAccepted
     | ToolValue
     | ErrorActivity
 )

@@ -87,6 +87,7 @@ from .activity import (
     AssistantProseDelta,
     ErrorActivity,
     ModelRequestStarted,
+    QueuedInputAccepted,
     ReasoningDelta,
     RetryStatus,
     ToolCallCompleted,
@@ -132,6 +133,7 @@ from .plugins import (
     ToolHookContext,
     directives,
 )
+from .queue import WorkQueue, as_injected
 from .tools import Tool, ToolContext, ToolRegistry, default_projection, prepare_failure
 from .trace import (
     LlmCallCompleted,
@@ -186,6 +188,7 @@ class TurnRunner:
         projector: Projector | None = None,
         tracer: Tracer | None = None,
         plugins: PluginHost | None = None,
+        queue: WorkQueue | None = None,
     ) -> None:
         self.machine = machine
         self.session_id = session_id
@@ -201,6 +204,7 @@ class TurnRunner:
             projector = parts.projector[1] if parts and parts.projector else default_projection
         self.projector = projector
         self._pending_injections: list[InjectedMessage] = []
+        self._queue = queue
         self.activities: list[TurnActivity] = []
         self.tool_calls: list[ToolCallCompleted] = []
         self.direct_usage: dict[tuple[str, str], LlmUsage] = {}
@@ -601,6 +605,21 @@ class TurnRunner:
     async def _execute_checkpoint(self, command: CheckpointCommand) -> CheckpointDelivered:
         messages = list(self._pending_injections)
         self._pending_injections.clear()
+        transient: list[InjectedMessage] = []
+        if self._queue is not None and len(self._queue):
+            claimed = self._queue.take_for_checkpoint()
+            if claimed:
+                transient.extend(as_injected(item) for item in claimed)
+                aid = self._next_id()
+                await self._emit(
+                    QueuedInputAccepted(
+                        id=aid,
+                        correlation_id=aid,
+                        checkpoint=command.kind.value,
+                        input_ids=tuple(item.id for item in claimed),
+                        texts=tuple(item.text for item in claimed),
+                    )
+                )
         if self.plugins is not None and self.plugins.parts.checkpoint_hooks:
             ctx = CheckpointContext(
                 session_id=self.session_id,
@@ -620,7 +639,9 @@ class TurnRunner:
                         raise PluginAbortError(pid, d.code, d.message)
                     if isinstance(d, EnqueueMessages):
                         messages.extend(d.messages)
-        return CheckpointDelivered(id=command.effect_id, messages=tuple(messages))
+        return CheckpointDelivered(
+            id=command.effect_id, messages=tuple(messages), transient_messages=tuple(transient)
+        )
 
     async def _execute_llm(self, command: LlmCallCommand) -> LlmCompleted | LlmFailed:
         streamed = False

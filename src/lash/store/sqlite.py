@@ -1,0 +1,522 @@
+"""The embedded SQLite store (Durable tier), on stdlib ``sqlite3`` in WAL mode.
+
+One connection, owned by one dedicated worker thread, does all the SQL; the
+async methods hand work to that thread so the event loop never blocks on disk.
+A commit is one ``BEGIN IMMEDIATE`` transaction that appends the turn's
+messages (cost O(what the turn added), never O(history)); any failure rolls it
+back completely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, TypeVar
+
+from ..kernel.codec import decode, encode
+from ..kernel.errors import CodecError
+from ..kernel.llm import LlmUsage
+from ..kernel.messages import Message
+from ..runtime.effects import DurabilityTier
+from .base import (
+    CommitResult,
+    HeadRevisionConflict,
+    RuntimeCommit,
+    StoredSession,
+    StoreError,
+    TurnCommitConflict,
+    UsageRow,
+    commit_hash,
+)
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+"""The schema version this module writes and reads; other versions are refused."""
+
+DB_FILENAME = "lash.sqlite3"
+"""The database file inside the store's directory."""
+
+_BUSY_TIMEOUT_S = 5.0
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta ("
+    " key TEXT PRIMARY KEY,"
+    " value TEXT NOT NULL"
+    ") WITHOUT ROWID",
+    # ``sid`` is a compact surrogate key so per-message rows never repeat the session id.
+    "CREATE TABLE IF NOT EXISTS sessions ("
+    " sid INTEGER PRIMARY KEY,"
+    " session_id TEXT NOT NULL UNIQUE,"
+    " revision INTEGER NOT NULL,"
+    " turn_index INTEGER NOT NULL,"
+    " iteration INTEGER NOT NULL"
+    ")",
+    # Append-only: a commit inserts its messages at the next ``seq`` and never rewrites.
+    "CREATE TABLE IF NOT EXISTS messages ("
+    " sid INTEGER NOT NULL REFERENCES sessions(sid),"
+    " seq INTEGER NOT NULL,"
+    " message_json TEXT NOT NULL,"
+    " UNIQUE (sid, seq)"
+    ")",
+    # One row per (session, source, model), summed on upsert; ``usage_id`` keeps first-seen order.
+    "CREATE TABLE IF NOT EXISTS usage ("
+    " usage_id INTEGER PRIMARY KEY,"
+    " sid INTEGER NOT NULL REFERENCES sessions(sid),"
+    " source TEXT NOT NULL,"
+    " model TEXT NOT NULL,"
+    " usage_json TEXT NOT NULL,"
+    " UNIQUE (sid, source, model)"
+    ")",
+    "CREATE TABLE IF NOT EXISTS turn_stamps ("
+    " sid INTEGER NOT NULL REFERENCES sessions(sid),"
+    " turn_id TEXT NOT NULL,"
+    " commit_hash TEXT NOT NULL,"
+    " revision INTEGER NOT NULL,"
+    " PRIMARY KEY (sid, turn_id)"
+    ") WITHOUT ROWID",
+)
+
+
+class StoreSchemaError(StoreError):
+    """The database holds a schema this library does not read; it was left untouched."""
+
+    def __init__(self, path: Path, message: str, *, found: str | None = None) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.found = found
+        self.expected = SCHEMA_VERSION
+
+
+class StoreCorruptError(StoreError):
+    """A stored row could not be decoded; names the session, table, row and JSON path."""
+
+    def __init__(
+        self, session_id: str, table: str, row: int | str, reason: str, *, path: str = "$"
+    ) -> None:
+        super().__init__(
+            f"session {session_id!r}: corrupt row {row} in table {table!r} at {path}: {reason}"
+        )
+        self.session_id = session_id
+        self.table = table
+        self.row = row
+        self.path = path
+        self.reason = reason
+
+
+def _check_session_id(session_id: object) -> str:
+    if not isinstance(session_id, str) or not session_id.strip():
+        raise ValueError(f"session id must be a non-blank string, got {session_id!r}")
+    return session_id
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class SqliteStore:
+    """A durable session store in ``<path>/lash.sqlite3``.
+
+    Several instances (and processes) may share one directory: every
+    read-then-write runs under ``BEGIN IMMEDIATE``, so the head-revision
+    compare-and-set has exactly one winner. Close with ``close()``/``aclose()``
+    or use the store as a (sync or async) context manager.
+
+    ``synchronous="normal"`` (the default) survives any process crash; after a
+    power loss or OS crash the last few commits may be lost, but the database is
+    never corrupt. ``"full"`` fsyncs on every commit.
+    """
+
+    def __init__(
+        self, path: str | Path, *, synchronous: Literal["normal", "full"] = "normal"
+    ) -> None:
+        if synchronous not in ("normal", "full"):
+            raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
+        root = Path(path)
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"SqliteStore path {root} exists and is not a directory")
+        root.mkdir(parents=True, exist_ok=True)
+        self._root = root
+        self._file = root / DB_FILENAME
+        self._synchronous = synchronous.upper()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._rows_written = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lash-sqlite")
+        try:
+            self._executor.submit(self._open).result()
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._closed = True
+            raise
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def tier(self) -> DurabilityTier:
+        """Durable: commits survive a process crash."""
+        return DurabilityTier.DURABLE
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._file
+
+    @property
+    def rows_written(self) -> int:
+        """Rows this store's connection has inserted, updated or deleted (a diagnostic)."""
+        return self._rows_written
+
+    async def load(self, session_id: str) -> StoredSession | None:
+        """The stored session, or None; a row that fails to decode is a ``StoreCorruptError``."""
+        _check_session_id(session_id)
+        return await self._call(lambda: self._load_sync(session_id))
+
+    async def commit(self, commit: RuntimeCommit) -> CommitResult:
+        """Apply one commit in one transaction (see ``SessionStore.commit``)."""
+        session_id = _check_session_id(commit.session_id)
+        stamp = commit.stamp
+        if stamp is not None:
+            if stamp.session_id != session_id:
+                raise ValueError(
+                    f"turn {stamp.turn_id!r}: the stamp names session {stamp.session_id!r}, "
+                    f"the commit {session_id!r}"
+                )
+            if stamp.commit_hash != commit_hash(commit):
+                raise ValueError(
+                    f"turn {stamp.turn_id!r}: the stamp's hash does not match the commit"
+                )
+        rows = [encode(m).decode() for m in commit.messages]
+        usage: dict[tuple[str, str], LlmUsage] = {}
+        for row in commit.usage:
+            key = (row.source, row.model)
+            prior = usage.get(key)
+            usage[key] = row.usage if prior is None else prior + row.usage
+        return await self._call(lambda: self._commit_sync(commit, rows, usage))
+
+    def close(self) -> None:
+        """Close the connection and stop the worker thread; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._executor.submit(self._close_sync).result()
+        finally:
+            self._executor.shutdown(wait=True)
+
+    async def aclose(self) -> None:
+        """Close without blocking the event loop; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> SqliteStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"SqliteStore({str(self._root)!r}, {state})"
+
+    # ------------------------------------------------------------------ worker side
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except RuntimeError as exc:
+            if self._closed:  # shut down while this call was being scheduled
+                raise StoreError(f"{self!r} is closed") from exc
+            raise
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"{self!r} is closed")
+        return self._conn
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _open(self) -> None:
+        try:
+            conn = sqlite3.connect(
+                str(self._file), timeout=_BUSY_TIMEOUT_S, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._file}: cannot open: {exc}") from exc
+        try:
+            self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Check the version before anything that could write, so a file we do not
+        # understand is left byte-for-byte as it was.
+        try:
+            found = self._read_version(conn)
+            if found is None:
+                self._enable_wal(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    found = self._read_version(conn)  # a concurrent opener may have won
+                    if found is None:
+                        for ddl in _SCHEMA:
+                            conn.execute(ddl)
+                        conn.execute(
+                            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                            (str(SCHEMA_VERSION),),
+                        )
+                        found = str(SCHEMA_VERSION)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            if found != str(SCHEMA_VERSION):
+                raise StoreSchemaError(
+                    self._file,
+                    f"schema version {found!r} is not supported "
+                    f"(this library reads version {SCHEMA_VERSION}); the file was not changed",
+                    found=found,
+                )
+            self._enable_wal(conn)
+        except sqlite3.DatabaseError as exc:
+            raise StoreSchemaError(self._file, f"not a usable lash store: {exc}") from exc
+        # In WAL mode, NORMAL syncs the WAL only at checkpoints, not at each commit.
+        # That is safe: a commit is durable against any *process* crash (the WAL
+        # frames are in the OS page cache), and a power loss can drop only the
+        # latest commits, never corrupt the database (the WAL's checksums make
+        # recovery stop at the last intact commit).
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+
+    def _read_version(self, conn: sqlite3.Connection) -> str | None:
+        """The stored schema version; None for an empty database; refuses foreign ones."""
+        names = {
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            ).fetchall()
+        }
+        if not names:
+            return None
+        if "meta" not in names:
+            raise StoreSchemaError(
+                self._file, "the database holds tables but no lash schema version; not touching it"
+            )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            raise StoreSchemaError(
+                self._file, "the meta table has no schema_version; not touching it"
+            )
+        return str(row[0])
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # The switch to WAL ignores the busy handler, so retry it by hand.
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        delay = 0.001
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{self._file}: cannot enable WAL mode (journal_mode is {mode!r})")
+
+    def _load_sync(self, session_id: str) -> StoredSession | None:
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN")  # one read snapshot for head, messages and usage
+            try:
+                head = conn.execute(
+                    "SELECT sid, revision, turn_index, iteration FROM sessions"
+                    " WHERE session_id = ?",
+                    (session_id,),
+                ).fetchone()
+                if head is None:
+                    return None
+                sid = head[0]
+                message_rows = conn.execute(
+                    "SELECT seq, message_json FROM messages WHERE sid = ? ORDER BY seq", (sid,)
+                ).fetchall()
+                usage_rows = conn.execute(
+                    "SELECT source, model, usage_json FROM usage WHERE sid = ? ORDER BY usage_id",
+                    (sid,),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"session {session_id!r}: load failed: {exc}") from exc
+        for column, value in zip(("revision", "turn_index", "iteration"), head[1:], strict=True):
+            if type(value) is not int:
+                raise StoreCorruptError(
+                    session_id, "sessions", session_id, f"{column} is {value!r}, not an integer"
+                )
+        messages = tuple(
+            _decode_row(session_id, "messages", seq, data, Message) for seq, data in message_rows
+        )
+        usage = tuple(
+            UsageRow(
+                source=source,
+                model=model,
+                usage=_decode_row(session_id, "usage", f"{source}/{model}", data, LlmUsage),
+            )
+            for source, model, data in usage_rows
+        )
+        return StoredSession(
+            session_id=session_id,
+            revision=head[1],
+            messages=messages,
+            turn_index=head[2],
+            iteration=head[3],
+            usage=usage,
+        )
+
+    def _commit_sync(
+        self,
+        commit: RuntimeCommit,
+        rows: list[str],
+        usage: dict[tuple[str, str], LlmUsage],
+    ) -> CommitResult:
+        conn = self._connection()
+        session_id = commit.session_id
+        stamp = commit.stamp
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = self._apply(conn, commit, rows, usage)
+                if result.replayed:
+                    conn.execute("ROLLBACK")  # nothing was written
+                else:
+                    conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._rows_written = conn.total_changes
+        except sqlite3.Error as exc:
+            turn = f" turn {stamp.turn_id!r}" if stamp is not None else ""
+            raise StoreError(
+                f"session {session_id!r}{turn}: commit failed and was rolled back: {exc}"
+            ) from exc
+        return result
+
+    def _apply(
+        self,
+        conn: sqlite3.Connection,
+        commit: RuntimeCommit,
+        rows: list[str],
+        usage: dict[tuple[str, str], LlmUsage],
+    ) -> CommitResult:
+        session_id = commit.session_id
+        head = conn.execute(
+            "SELECT sid, revision FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        stamp = commit.stamp
+        # 1. The turn stamp, before the compare-and-set, so a replayed turn that
+        #    rebuilt from an old head can still retry its final commit.
+        if stamp is not None and head is not None:
+            seen = conn.execute(
+                "SELECT commit_hash, revision FROM turn_stamps WHERE sid = ? AND turn_id = ?",
+                (head[0], stamp.turn_id),
+            ).fetchone()
+            if seen is not None:
+                if seen[0] == stamp.commit_hash:
+                    return CommitResult(revision=seen[1], replayed=True)
+                raise TurnCommitConflict(stamp, seen[0])
+        # 2. Head-revision compare-and-set; only a brand-new session may expect None.
+        actual: int | None = None if head is None else head[1]
+        if commit.expected_revision != actual:
+            raise HeadRevisionConflict(session_id, commit.expected_revision, actual)
+        # 3. Append, aggregate, bump, stamp.
+        if head is None:
+            revision = 1
+            cur = conn.execute(
+                "INSERT INTO sessions (session_id, revision, turn_index, iteration)"
+                " VALUES (?, ?, ?, ?)",
+                (session_id, revision, commit.turn_index, commit.iteration),
+            )
+            sid = cur.lastrowid
+            next_seq = 0
+        else:
+            sid, revision = head[0], head[1] + 1
+            conn.execute(
+                "UPDATE sessions SET revision = ?, turn_index = ?, iteration = ? WHERE sid = ?",
+                (revision, commit.turn_index, commit.iteration, sid),
+            )
+            last = conn.execute("SELECT max(seq) FROM messages WHERE sid = ?", (sid,)).fetchone()
+            next_seq = 0 if last[0] is None else last[0] + 1
+        if rows:
+            conn.executemany(
+                "INSERT INTO messages (sid, seq, message_json) VALUES (?, ?, ?)",
+                [(sid, next_seq + i, data) for i, data in enumerate(rows)],
+            )
+        for (source, model), delta in usage.items():
+            prior = conn.execute(
+                "SELECT usage_json FROM usage WHERE sid = ? AND source = ? AND model = ?",
+                (sid, source, model),
+            ).fetchone()
+            total = delta
+            if prior is not None:
+                key = f"{source}/{model}"
+                total = _decode_row(session_id, "usage", key, prior[0], LlmUsage) + delta
+            conn.execute(
+                "INSERT INTO usage (sid, source, model, usage_json) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (sid, source, model) DO UPDATE SET usage_json = excluded.usage_json",
+                (sid, source, model, encode(total).decode()),
+            )
+        if stamp is not None:
+            conn.execute(
+                "INSERT INTO turn_stamps (sid, turn_id, commit_hash, revision)"
+                " VALUES (?, ?, ?, ?)",
+                (sid, stamp.turn_id, stamp.commit_hash, revision),
+            )
+        return CommitResult(revision=revision)
+
+
+def _decode_row(session_id: str, table: str, row: int | str, data: object, type_: type[T]) -> T:
+    if not isinstance(data, str | bytes):
+        raise StoreCorruptError(session_id, table, row, f"expected JSON text, found {data!r}")
+    try:
+        return decode(data, type_)
+    except CodecError as exc:
+        raise StoreCorruptError(session_id, table, row, exc.reason, path=exc.path) from exc
