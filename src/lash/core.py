@@ -84,6 +84,9 @@ class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
     messages: tuple[Message, ...] = ()
     activities: tuple[TurnActivity, ...] = ()
     revision: int | None = None
+    usage_by_source: dict[tuple[str, str], LlmUsage] = msgspec.field(default_factory=dict)
+    """Everything this turn booked, by (source, model): its own calls, direct
+    completions, and child turns."""
 
     @property
     def ok(self) -> bool:
@@ -338,6 +341,7 @@ class Session:
             tracer=Tracer(core.trace, self.id, turn_id) if core.trace is not None else None,
             plugins=core.plugins,
             queue=self._queue,
+            spawn=self._spawn_child,
         )
         done = await runner.run()
         committed = tuple(m for m in done.added if not m.is_transient)
@@ -377,11 +381,17 @@ class Session:
             messages=committed,
             activities=tuple(runner.activities),
             revision=result.revision,
+            usage_by_source={(r.source, r.model): r.usage for r in usage_rows},
         )
         await core.plugins.emit(
             TurnFinishedEvent(session_id=self.id, turn_id=turn_id, result=turn_result)
         )
         return turn_result
+
+    async def _spawn_child(self, child_id: str, turn_id: str, text: str) -> TurnResult:
+        """Run one turn of a child session (same core and store); replays are idempotent."""
+        child = await Session.open(self.core, child_id)
+        return await child.run(text, turn_id=turn_id)
 
     async def _before_turn(
         self,

@@ -14,6 +14,7 @@ from typing import Any, TypeAlias
 import msgspec
 
 from ..kernel.llm import LlmUsage
+from ..kernel.outcome import TurnOutcome
 from ..kernel.tools.output import ToolOutput
 
 _S = {"frozen": True, "kw_only": True, "omit_defaults": True}
@@ -149,6 +150,24 @@ class QueuedInputAccepted(
     texts: tuple[str, ...]
 
 
+class ChildTurnCompleted(
+    _Activity,
+    tag="child_turn_completed",
+    tag_field="type",
+    frozen=True,
+    kw_only=True,
+    omit_defaults=True,
+):
+    """A tool ran a turn of a child session; its usage counts toward this turn."""
+
+    id: str
+    correlation_id: str
+    session_id: str
+    turn_id: str
+    outcome: TurnOutcome
+    usage: LlmUsage
+
+
 class ToolValue(
     _Activity, tag="tool_value", tag_field="type", frozen=True, kw_only=True, omit_defaults=True
 ):
@@ -181,6 +200,7 @@ TurnActivity: TypeAlias = (
     | UsageReported
     | RetryStatus
     | QueuedInputAccepted
+    | ChildTurnCompleted
     | ToolValue
     | ErrorActivity
 )

@@ -54,6 +54,7 @@ class ToolContext:
     """
 
     __slots__ = (
+        "_children",
         "_completer",
         "attempt",
         "call_id",
@@ -77,8 +78,10 @@ class ToolContext:
         max_attempts: int = 1,
         cancel: CancelToken | None = None,
         completer: DirectCompleter | None = None,
+        children: ChildRunner | None = None,
     ) -> None:
         self._completer = completer
+        self._children = children
         self.session_id = session_id
         self.turn_id = turn_id
         self.call_id = call_id
@@ -101,6 +104,21 @@ class ToolContext:
             raise RuntimeError("this tool context has no model access")
         return await self._completer(self, request, usage_source, key)
 
+    async def run_child(self, text: str, *, session_id: str | None = None) -> Any:
+        """Run one turn of a child session and return its ``TurnResult``.
+
+        The child is its own session (default id ``{session}/{call_id}``) in the
+        same store; its turn id derives from this call, so a replayed call finds
+        the child's commit instead of running it twice. Its usage is booked to
+        this turn under the source ``child``.
+        """
+        if self._children is None:
+            raise RuntimeError("this tool context cannot start child sessions")
+        return await self._children(self, text, session_id)
+
+
+ChildRunner = Callable[["ToolContext", str, "str | None"], Awaitable[Any]]
+"""How a ``ToolContext`` reaches the runtime to run a child session turn."""
 
 DirectCompleter = Callable[["ToolContext", LlmRequest, str, "str | None"], Awaitable[LlmResponse]]
 """How a ``ToolContext`` reaches the runtime for a direct completion."""

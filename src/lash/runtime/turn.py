@@ -85,6 +85,7 @@ from ..providers.base import (
 )
 from .activity import (
     AssistantProseDelta,
+    ChildTurnCompleted,
     ErrorActivity,
     ModelRequestStarted,
     QueuedInputAccepted,
@@ -189,6 +190,7 @@ class TurnRunner:
         tracer: Tracer | None = None,
         plugins: PluginHost | None = None,
         queue: WorkQueue | None = None,
+        spawn: Callable[[str, str, str], Awaitable[Any]] | None = None,
     ) -> None:
         self.machine = machine
         self.session_id = session_id
@@ -205,6 +207,7 @@ class TurnRunner:
         self.projector = projector
         self._pending_injections: list[InjectedMessage] = []
         self._queue = queue
+        self._spawn = spawn
         self.activities: list[TurnActivity] = []
         self.tool_calls: list[ToolCallCompleted] = []
         self.direct_usage: dict[tuple[str, str], LlmUsage] = {}
@@ -720,6 +723,7 @@ class TurnRunner:
             max_attempts=command.max_attempts,
             cancel=self.cancel,
             completer=self._direct,
+            children=self._child if self._spawn is not None else None,
         )
         started = time.monotonic()
         output = await self._run_tool_with_hooks(t, call, ctx)
@@ -811,6 +815,31 @@ class TurnRunner:
             response.usage if prior is None else prior + response.usage
         )
         return response
+
+    async def _child(self, ctx: ToolContext, text: str, session_id: str | None) -> Any:
+        """Run a child session turn for a tool; book its usage as ``child``."""
+        assert self._spawn is not None
+        child_id = session_id or f"{self.session_id}/{ctx.call_id}"
+        if child_id == self.session_id:
+            raise ValueError("a child session needs an id other than its parent's")
+        result = await self._spawn(child_id, f"{self.turn_id}:{ctx.call_id}:child", text)
+        model = self.machine.config.model
+        for (source, child_model), usage in getattr(result, "usage_by_source", {}).items():
+            key = ("child" if source == "turn" else f"child:{source}", child_model or model)
+            prior = self.direct_usage.get(key)
+            self.direct_usage[key] = usage if prior is None else prior + usage
+        aid = self._next_id()
+        await self._emit(
+            ChildTurnCompleted(
+                id=aid,
+                correlation_id=ctx.call_id,
+                session_id=child_id,
+                turn_id=result.turn_id,
+                outcome=result.outcome,
+                usage=result.usage,
+            )
+        )
+        return result
 
     async def _execute_direct(self, command: DirectCommand) -> DirectCompleted | LlmFailed:
         try:

@@ -45,41 +45,42 @@ DB_FILENAME = "lash.sqlite3"
 _BUSY_TIMEOUT_S = 5.0
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS meta ("
-    " key TEXT PRIMARY KEY,"
-    " value TEXT NOT NULL"
-    ") WITHOUT ROWID",
-    # ``sid`` is a compact surrogate key so per-message rows never repeat the session id.
-    "CREATE TABLE IF NOT EXISTS sessions ("
-    " sid INTEGER PRIMARY KEY,"
-    " session_id TEXT NOT NULL UNIQUE,"
-    " revision INTEGER NOT NULL,"
-    " turn_index INTEGER NOT NULL,"
-    " iteration INTEGER NOT NULL"
-    ")",
-    # Append-only: a commit inserts its messages at the next ``seq`` and never rewrites.
-    "CREATE TABLE IF NOT EXISTS messages ("
-    " sid INTEGER NOT NULL REFERENCES sessions(sid),"
-    " seq INTEGER NOT NULL,"
-    " message_json TEXT NOT NULL,"
-    " UNIQUE (sid, seq)"
-    ")",
-    # One row per (session, source, model), summed on upsert; ``usage_id`` keeps first-seen order.
-    "CREATE TABLE IF NOT EXISTS usage ("
-    " usage_id INTEGER PRIMARY KEY,"
-    " sid INTEGER NOT NULL REFERENCES sessions(sid),"
-    " source TEXT NOT NULL,"
-    " model TEXT NOT NULL,"
-    " usage_json TEXT NOT NULL,"
-    " UNIQUE (sid, source, model)"
-    ")",
-    "CREATE TABLE IF NOT EXISTS turn_stamps ("
-    " sid INTEGER NOT NULL REFERENCES sessions(sid),"
-    " turn_id TEXT NOT NULL,"
-    " commit_hash TEXT NOT NULL,"
-    " revision INTEGER NOT NULL,"
-    " PRIMARY KEY (sid, turn_id)"
-    ") WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    # ``sid`` is a compact surrogate key, so message rows never repeat the session id.
+    """CREATE TABLE IF NOT EXISTS sessions (
+        sid INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL UNIQUE,
+        revision INTEGER NOT NULL,
+        turn_index INTEGER NOT NULL,
+        iteration INTEGER NOT NULL
+    )""",
+    # Append-only: a commit inserts its messages at the next ``seq``, never rewrites.
+    """CREATE TABLE IF NOT EXISTS messages (
+        sid INTEGER NOT NULL REFERENCES sessions (sid),
+        seq INTEGER NOT NULL,
+        message_json TEXT NOT NULL,
+        UNIQUE (sid, seq)
+    )""",
+    # One row per (session, source, model), summed on upsert; ``usage_id`` keeps
+    # first-seen order, as the in-memory store does.
+    """CREATE TABLE IF NOT EXISTS usage (
+        usage_id INTEGER PRIMARY KEY,
+        sid INTEGER NOT NULL REFERENCES sessions (sid),
+        source TEXT NOT NULL,
+        model TEXT NOT NULL,
+        usage_json TEXT NOT NULL,
+        UNIQUE (sid, source, model)
+    )""",
+    """CREATE TABLE IF NOT EXISTS turn_stamps (
+        sid INTEGER NOT NULL REFERENCES sessions (sid),
+        turn_id TEXT NOT NULL,
+        commit_hash TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        PRIMARY KEY (sid, turn_id)
+    ) WITHOUT ROWID""",
 )
 
 
@@ -270,9 +271,7 @@ class SqliteStore:
 
     def _open(self) -> None:
         try:
-            conn = sqlite3.connect(
-                str(self._file), timeout=_BUSY_TIMEOUT_S, isolation_level=None
-            )
+            conn = sqlite3.connect(str(self._file), timeout=_BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"{self._file}: cannot open: {exc}") from exc
         try:
@@ -315,7 +314,9 @@ class SqliteStore:
                     found=found,
                 )
             self._enable_wal(conn)
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:  # busy beyond the timeout, I/O trouble
+            raise StoreError(f"{self._file}: cannot open: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # e.g. "file is not a database"
             raise StoreSchemaError(self._file, f"not a usable lash store: {exc}") from exc
         # In WAL mode, NORMAL syncs the WAL only at checkpoints, not at each commit.
         # That is safe: a commit is durable against any *process* crash (the WAL
@@ -506,8 +507,7 @@ class SqliteStore:
             )
         if stamp is not None:
             conn.execute(
-                "INSERT INTO turn_stamps (sid, turn_id, commit_hash, revision)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT INTO turn_stamps (sid, turn_id, commit_hash, revision) VALUES (?, ?, ?, ?)",
                 (sid, stamp.turn_id, stamp.commit_hash, revision),
             )
         return CommitResult(revision=revision)
