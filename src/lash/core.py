@@ -84,9 +84,9 @@ class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
     messages: tuple[Message, ...] = ()
     activities: tuple[TurnActivity, ...] = ()
     revision: int | None = None
-    usage_by_source: dict[tuple[str, str], LlmUsage] = msgspec.field(default_factory=dict)
-    """Everything this turn booked, by (source, model): its own calls, direct
-    completions, and child turns."""
+    usage_rows: tuple[UsageRow, ...] = ()
+    """Everything this turn booked, by (source, model): its own model calls
+    (``turn``), direct completions, and child turns (``child``)."""
 
     @property
     def ok(self) -> bool:
@@ -307,6 +307,7 @@ class Session:
         cancel: CancelToken,
         turn_id: str,
         sink: Any,
+        guard: Turn | None = None,
     ) -> TurnResult:
         core = self.core
         if not isinstance(input, str):
@@ -343,7 +344,13 @@ class Session:
             queue=self._queue,
             spawn=self._spawn_child,
         )
-        done = await runner.run()
+        if guard is not None:
+            guard.cancellable = True
+        try:
+            done = await runner.run()
+        finally:
+            if guard is not None:
+                guard.cancellable = False
         committed = tuple(m for m in done.added if not m.is_transient)
         rows = [UsageRow(source="turn", model=core.model, usage=done.usage)]
         rows.extend(
@@ -361,15 +368,16 @@ class Session:
         )
         stamp = TurnStamp(session_id=self.id, turn_id=turn_id, commit_hash=commit_hash(commit))
         commit = msgspec.structs.replace(commit, stamp=stamp)
-        result = await asyncio.shield(core.store.commit(commit))
-        self._history.extend(committed)
-        self._revision = result.revision
-        self._turn_index = turn_index
-        self._iteration = commit.iteration
-        for row in usage_rows:
-            key = (row.source, row.model)
-            prior = self._usage.get(key)
-            self._usage[key] = row.usage if prior is None else prior + row.usage
+        landing = asyncio.ensure_future(core.store.commit(commit))
+        try:
+            result = await asyncio.shield(landing)
+        except asyncio.CancelledError:
+            # The caller was cancelled while the commit was in flight: finish the
+            # bookkeeping so this session stays in step with the store, then give up.
+            result = await landing
+            self._record(committed, turn_index, commit.iteration, usage_rows, result.revision)
+            raise
+        self._record(committed, turn_index, commit.iteration, usage_rows, result.revision)
         outcome = done.outcome
         turn_result = TurnResult(
             session_id=self.id,
@@ -381,12 +389,30 @@ class Session:
             messages=committed,
             activities=tuple(runner.activities),
             revision=result.revision,
-            usage_by_source={(r.source, r.model): r.usage for r in usage_rows},
+            usage_rows=usage_rows,
         )
         await core.plugins.emit(
             TurnFinishedEvent(session_id=self.id, turn_id=turn_id, result=turn_result)
         )
         return turn_result
+
+    def _record(
+        self,
+        committed: tuple[Message, ...],
+        turn_index: int,
+        iteration: int,
+        usage_rows: tuple[UsageRow, ...],
+        revision: int,
+    ) -> None:
+        """Apply a landed commit to this session's view of the store."""
+        self._history.extend(committed)
+        self._revision = revision
+        self._turn_index = turn_index
+        self._iteration = iteration
+        for row in usage_rows:
+            key = (row.source, row.model)
+            prior = self._usage.get(key)
+            self._usage[key] = row.usage if prior is None else prior + row.usage
 
     async def _spawn_child(self, child_id: str, turn_id: str, text: str) -> TurnResult:
         """Run one turn of a child session (same core and store); replays are idempotent."""
@@ -511,7 +537,7 @@ class Session:
 class Turn:
     """A prepared turn: ``await turn.run()`` or ``async with turn.stream() as s``."""
 
-    __slots__ = ("_cancel", "_input", "_session", "_turn_id")
+    __slots__ = ("_cancel", "_input", "_session", "_turn_id", "cancellable")
 
     def __init__(
         self,
@@ -525,6 +551,9 @@ class Turn:
         self._input = input
         self._cancel = cancel or CancelToken()
         self._turn_id = turn_id or uuid.uuid4().hex
+        self.cancellable = False
+        """True while the turn loop runs; cancelling outside that window does nothing
+        to the task (before it, the loop sees the token; after it, the commit is kept)."""
 
     @property
     def id(self) -> str:
@@ -542,7 +571,8 @@ class Turn:
         task.add_done_callback(self._release)
 
         def cancel_task() -> None:
-            task.cancel()
+            if self.cancellable and not task.done():
+                task.cancel()
 
         self._cancel.on_cancel(cancel_task)
         return task
@@ -550,7 +580,7 @@ class Turn:
     async def _body(self, sink: Any) -> TurnResult:
         try:
             return await self._session._execute(
-                self._input, cancel=self._cancel, turn_id=self._turn_id, sink=sink
+                self._input, cancel=self._cancel, turn_id=self._turn_id, sink=sink, guard=self
             )
         finally:
             # Released here, not only in the done-callback (which runs a loop step

@@ -74,16 +74,13 @@ class RecordingController:
     def keys(self, kind: str | None = None) -> list[str]:
         """Replay keys in the order the envelopes arrived (optionally of one kind)."""
         return [
-            e.replay_key
-            for e in self.envelopes
-            if kind is None or e.invocation.kind.value == kind
+            e.replay_key for e in self.envelopes if kind is None or e.invocation.kind.value == kind
         ]
 
     def triples(self) -> list[tuple[str, str, str]]:
         """``(kind, replay_key, effect_id)`` of every envelope, in arrival order."""
         return [
-            (e.invocation.kind.value, e.replay_key, e.invocation.effect_id)
-            for e in self.envelopes
+            (e.invocation.kind.value, e.replay_key, e.invocation.effect_id) for e in self.envelopes
         ]
 
 

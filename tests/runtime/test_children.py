@@ -47,7 +47,7 @@ def test_a_tool_runs_a_child_session_turn_and_relays_usage() -> None:
     result, child, parent = asyncio.run(main())
     assert isinstance(result.outcome, Finished)
     assert result.tool_calls[0].output.value == "it is fine"
-    assert result.usage_by_source == {
+    assert {(r.source, r.model): r.usage for r in result.usage_rows} == {
         ("turn", "m"): LlmUsage(input_tokens=30),
         ("child", "m"): LlmUsage(input_tokens=30, output_tokens=5),
     }

@@ -415,11 +415,18 @@ class TurnMachine:
         """End the turn as ``Stopped(cancelled)``. False if it had already ended."""
         return self.finish(Stopped(reason=StopReason.CANCELLED, message=message))
 
-    def fail(self, message: str, *, code: str = "runtime_error", raw: str | None = None) -> bool:
-        """End the turn as ``Stopped(runtime_error)`` with an error event."""
+    def fail(
+        self,
+        message: str,
+        *,
+        code: str = "runtime_error",
+        raw: str | None = None,
+        kind: str = "runtime",
+    ) -> bool:
+        """End the turn as ``Stopped(runtime_error)`` with an error event of ``kind``."""
         if self.is_done:
             return False
-        self._emit(error_event("runtime", code, message, raw=raw))
+        self._emit(error_event(kind, code, message, raw=raw))
         self._finish(Stopped(reason=StopReason.RUNTIME_ERROR, message=message))
         return True
 

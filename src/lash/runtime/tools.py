@@ -159,7 +159,16 @@ def _failure(failure_class: FailureClass, code: str, message: str) -> ToolOutput
 
 
 def _is_context_hint(hint: object) -> bool:
-    return hint is ToolContext or hint == "ToolContext"
+    """True for ``ToolContext`` and ``ToolContext | None``."""
+    if hint is ToolContext or hint == "ToolContext":
+        return True
+    if isinstance(hint, str):
+        return hint.replace(" ", "") in (
+            "ToolContext|None",
+            "None|ToolContext",
+            "Optional[ToolContext]",
+        )
+    return ToolContext in typing.get_args(hint)
 
 
 class Tool:

@@ -150,6 +150,9 @@ ActivitySink = Callable[[TurnActivity], Awaitable[None]]
 Projector = Callable[[ToolOutput], tuple[Any, ...]]
 
 
+_NO_USAGE = LlmUsage()
+
+
 class PluginAbortError(Exception):
     """A plugin hook asked to end the turn from inside an effect."""
 
@@ -216,6 +219,9 @@ class TurnRunner:
         self._seq = 0
         self._trace = tracer
         self._streamed: set[int] = set()
+        self._llm_effect = 0
+        self._partial: tuple[int, list[CompletedToolCall | None]] | None = None
+        self._announced: dict[str, ToolCallCompleted] = {}
 
     # ------------------------------------------------------------ the loop
 
@@ -255,7 +261,34 @@ class TurnRunner:
                 if task is not None:
                     task.uncancel()
                 self.cancel.cancel("cancelled")
+                await self._answer_cancelled_calls()
                 m.cancel(self.cancel.reason)
+
+    async def _answer_cancelled_calls(self) -> None:
+        """Answer every call of an interrupted batch, so no tool call is left unanswered.
+
+        Calls that finished keep their real results; the rest are ``cancelled``.
+        """
+        outstanding = self.machine.outstanding
+        partial = self._partial
+        self._partial = None
+        if (
+            not isinstance(outstanding, ToolCalls)
+            or partial is None
+            or partial[0] != outstanding.id
+        ):
+            return
+        output = ToolOutput.cancelled("tool call cancelled")
+        results = []
+        for call, done in zip(outstanding.calls, partial[1], strict=True):
+            if done is None:
+                done = self._complete(call, output, 0)
+                await self._announce(done)
+            results.append(done)
+        try:
+            self.machine.respond(ToolResults(id=outstanding.id, results=tuple(results)))
+        except ProtocolError:  # pragma: no cover - the batch is known to be outstanding
+            return
 
     # ------------------------------------------------------------ envelopes
 
@@ -324,7 +357,11 @@ class TurnRunner:
     def _fail_effect(self, envelope: EffectEnvelope, code: str, message: str) -> None:
         if self.controller.tier is DurabilityTier.DURABLE:
             raise EffectHostError(code, message)
-        self.machine.fail(f"effect {envelope.replay_key} failed: {message}", code=code)
+        self.machine.fail(
+            f"effect {envelope.replay_key} failed: {message}",
+            code=code,
+            kind="runtime_effect_controller",
+        )
 
     def _respond(self, response: Response) -> None:
         try:
@@ -333,12 +370,15 @@ class TurnRunner:
             if self.controller.tier is DurabilityTier.DURABLE:
                 raise
             self.machine.fail(
-                f"effect outcome rejected: {exc}", code="runtime_effect_wrong_outcome"
+                f"effect outcome rejected: {exc}",
+                code="runtime_effect_wrong_outcome",
+                kind="runtime_effect_controller",
             )
 
     # ------------------------------------------------------------ reply effects
 
     async def _llm_call(self, effect: LlmCall) -> None:
+        self._llm_effect = effect.id
         if self.cancel.cancelled:
             self.machine.cancel(self.cancel.reason)
             return
@@ -440,7 +480,12 @@ class TurnRunner:
             for c in calls
         ]
         prefixes = [f"{effect.id}:{c.call_id}" for c in calls]
-        results = await self._run_calls(calls, keys, prefixes, f"effect:{effect.id}")
+        partial: list[CompletedToolCall | None] = [None] * len(calls)
+        self._partial = (effect.id, partial)
+        results = await self._run_calls(
+            calls, keys, prefixes, f"effect:{effect.id}", partial, announce=True
+        )
+        self._partial = None
         if results is not None:
             self._respond(ToolResults(id=effect.id, results=results))
 
@@ -450,12 +495,22 @@ class TurnRunner:
         keys: Sequence[str],
         effect_ids: Sequence[str],
         caused_by: str,
+        results: list[CompletedToolCall | None] | None = None,
+        *,
+        announce: bool = False,
     ) -> tuple[CompletedToolCall, ...] | None:
-        """Run calls concurrently (serial tools one at a time); None if the turn failed."""
-        results: list[CompletedToolCall | None] = [None] * len(calls)
+        """Run calls concurrently (serial tools one at a time); None if the turn failed.
+
+        With ``announce``, each call's completion is reported as soon as it finishes.
+        """
+        if results is None:
+            results = [None] * len(calls)
 
         async def one(i: int) -> None:
-            results[i] = await self._run_call(calls[i], keys[i], effect_ids[i], caused_by)
+            done = await self._run_call(calls[i], keys[i], effect_ids[i], caused_by)
+            results[i] = done
+            if announce and done is not None:
+                await self._announce(done)
 
         serial: list[int] = []
         parallel: list[int] = []
@@ -499,6 +554,7 @@ class TurnRunner:
         policy = t.definition.retry_policy if t is not None else NeverRetry()
         max_attempts = policy.max_attempts
         attempt = 1
+        spent_ms = 0  # earlier attempts and the waits between them
         while True:
             command = ToolCallCommand(
                 call=call, attempt=attempt, max_attempts=max_attempts, idempotency_key=key
@@ -515,6 +571,10 @@ class TurnRunner:
             if outcome is None:
                 return None
             completed: CompletedToolCall = outcome  # type: ignore[assignment]
+            if spent_ms:
+                completed = msgspec.structs.replace(
+                    completed, duration_ms=completed.duration_ms + spent_ms
+                )
             failed = completed.output.outcome
             retryable = isinstance(failed, ToolFailure) and failed.is_retryable
             if not retryable:
@@ -543,6 +603,7 @@ class TurnRunner:
                 )
                 if await self._run(sleep) is None:
                     return None
+            spent_ms = completed.duration_ms + delay
             attempt += 1
 
     async def _run_batch(
@@ -824,8 +885,9 @@ class TurnRunner:
             raise ValueError("a child session needs an id other than its parent's")
         result = await self._spawn(child_id, f"{self.turn_id}:{ctx.call_id}:child", text)
         model = self.machine.config.model
-        for (source, child_model), usage in getattr(result, "usage_by_source", {}).items():
-            key = ("child" if source == "turn" else f"child:{source}", child_model or model)
+        for row in getattr(result, "usage_rows", ()):
+            source = "child" if row.source == "turn" else f"child:{row.source}"
+            key, usage = (source, row.model or model), row.usage
             prior = self.direct_usage.get(key)
             self.direct_usage[key] = usage if prior is None else prior + usage
         aid = self._next_id()
@@ -868,15 +930,15 @@ class TurnRunner:
             await self._emit(
                 AssistantProseDelta(
                     id=self._next_id(),
-                    correlation_id=f"{self.turn_id}:prose:{self.machine.iteration}",
-                    text=event.content,  # type: ignore[union-attr]
+                    correlation_id=f"{self.turn_id}:prose:{self._llm_effect}",
+                    text=self._display(event.content),  # type: ignore[union-attr]
                 )
             )
         elif kind is KernelReasoningDelta:
             await self._emit(
                 ReasoningDelta(
                     id=self._next_id(),
-                    correlation_id=f"{self.turn_id}:reasoning:{self.machine.iteration}",
+                    correlation_id=f"{self.turn_id}:prose:{self._llm_effect}:reasoning",
                     text=event.content,  # type: ignore[union-attr]
                 )
             )
@@ -887,6 +949,8 @@ class TurnRunner:
             )
         elif kind is TokenUsageReported:
             e: TokenUsageReported = event  # type: ignore[assignment]
+            if e.usage == _NO_USAGE:
+                return
             aid = self._next_id()
             await self._emit(
                 UsageReported(
@@ -898,27 +962,11 @@ class TurnRunner:
                 )
             )
         elif kind is ToolCallFinished:
-            f: ToolCallFinished = event  # type: ignore[assignment]
-            done = ToolCallCompleted(
-                id=self._next_id(),
-                correlation_id=f.call_id,
-                call_id=f.call_id,
-                name=f.name,
-                args=f.args,
-                output=f.output,
-                duration_ms=f.duration_ms,
-            )
-            self.tool_calls.append(done)
-            if self._trace is not None:
-                self._trace(
-                    ToolCallTraced(
-                        call_id=f.call_id,
-                        name=f.name,
-                        status=f.output.status,
-                        duration_ms=f.duration_ms,
-                    )
-                )
-            await self._emit(done)
+            # The activity went out when the call finished; the result lists calls in
+            # call order, which is the order the kernel reports them in.
+            announced = self._announced.pop(event.call_id, None)  # type: ignore[union-attr]
+            if announced is not None:
+                self.tool_calls.append(announced)
         elif kind is ErrorReported:
             r: ErrorReported = event  # type: ignore[assignment]
             aid = self._next_id()
@@ -932,6 +980,29 @@ class TurnRunner:
                     code=envelope.code if envelope else None,
                 )
             )
+
+    async def _announce(self, done: CompletedToolCall) -> None:
+        """Report one finished tool call (activity, result list, trace)."""
+        activity = ToolCallCompleted(
+            id=self._next_id(),
+            correlation_id=done.call_id,
+            call_id=done.call_id,
+            name=done.tool_name,
+            args=done.args,
+            output=done.output,
+            duration_ms=done.duration_ms,
+        )
+        self._announced[done.call_id] = activity
+        if self._trace is not None:
+            self._trace(
+                ToolCallTraced(
+                    call_id=done.call_id,
+                    name=done.tool_name,
+                    status=done.output.status,
+                    duration_ms=done.duration_ms,
+                )
+            )
+        await self._emit(activity)
 
     async def _on_done(self, done: Done) -> None:
         outcome = done.outcome
