@@ -16,14 +16,17 @@ def test_demo_runs_two_committed_turns() -> None:
     results = asyncio.run(run_demo(out))
     text = out.getvalue()
     assert all(isinstance(r.outcome, Finished) for r in results)
+    assert len(results) == 3
     assert results[0].text == "12 x 7 + 5 = 89. In Oslo today: light snow, -3 °C."
     assert results[1].text == "89 + 2 = 91."
-    assert [r.revision for r in results] == [1, 2]
+    assert [r.revision for r in results] == [1, 2, 3]
+    assert results[2].text == "You first asked for 12 x 7 + 5 and the weather in Oslo."
     assert [t.name for t in results[0].tool_calls] == ["multiply", "weather", "add"]
     assert results[1].tool_calls[0].output.status == "failure"
     assert "ran concurrently (yes" in text
     assert "refused before any tool code ran (invalid_tool_args)" in text
-    assert "12 messages at revision 2" in text
+    assert "committed atomically to SQLite: 12 messages at revision 2" in text
+    assert "reopened the session from disk (12 messages, revision 2)" in text
 
 
 def test_lash_demo_command_exits_zero() -> None:

@@ -97,11 +97,18 @@ class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
 def _resolve_store(store: SessionStore | str | None) -> SessionStore:
     if store is None or store == "memory://":
         return MemoryStore()
+    if isinstance(store, str) and store.startswith("sqlite:///"):
+        path = store[len("sqlite:///") :]
+        if not path:
+            raise ConfigError(f"store {store!r}: name a directory, e.g. 'sqlite:///./lash-data'")
+        from .store.sqlite import SqliteStore
+
+        return SqliteStore(path)
     if isinstance(store, str):
         scheme = store.split("://", 1)[0] if "://" in store else store
         raise ConfigError(
             f"store {store!r}: the {scheme!r} backend is not available in this version; "
-            "use 'memory://' or pass a store object"
+            "use 'memory://', 'sqlite:///dir' or pass a store object"
         )
     for attr in ("load", "commit", "tier"):
         if not hasattr(store, attr):
@@ -158,6 +165,7 @@ class LashCore:
             raise ConfigError(str(exc)) from exc
         self.instructions = instructions
         self.store = _resolve_store(store)
+        self._owns_store = isinstance(store, str) or store is None
         self.effect_host: EffectHost = effect_host or InlineEffectHost()
         self.max_turns = max_turns
         self.generation = generation or GenerationOptions()
@@ -187,6 +195,22 @@ class LashCore:
             )
             self._config_generation = self.registry.generation
         return self._config
+
+    async def aclose(self) -> None:
+        """Close the store if this core opened it from a URL."""
+        if self._owns_store:
+            await self.store.aclose()
+
+    async def __aenter__(self) -> LashCore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def session(self, session_id: str) -> SessionContext:
         """Open (or resume) a session: ``async with core.session("chat-1") as session``."""

@@ -807,7 +807,7 @@ class _DurableHost:
         ({"model": ""}, "model must be a non-blank string, got ''"),
         ({"model": "   "}, "model must be a non-blank string"),
         ({"provider": object()}, "has no complete\\(\\) method"),
-        ({"store": "sqlite:///x"}, "the 'sqlite' backend is not available"),
+        ({"store": "sqlite:///"}, "store 'sqlite:///': name a directory"),
         ({"store": "redis://localhost"}, "the 'redis' backend is not available"),
         ({"store": object()}, "it is not a store"),
         ({"effect_host": _DurableHost()}, "a durable effect host needs a durable store"),

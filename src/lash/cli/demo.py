@@ -9,6 +9,7 @@ streaming activities, and an atomic per-turn commit.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from typing import TextIO
 
@@ -75,6 +76,8 @@ def _script() -> list[Reply]:
         Reply(tool_calls=[ToolCall("add", {"a": "two", "b": 2})], usage=usage),
         Reply(tool_calls=[ToolCall("add", {"a": 89, "b": 2})], usage=usage),
         Reply(text="89 + 2 = 91.", chunks=3, usage=usage),
+        # turn 3, in a new process-like core that reopened the store from disk
+        Reply(text="You first asked for 12 x 7 + 5 and the weather in Oslo.", usage=usage),
     ]
 
 
@@ -115,24 +118,42 @@ async def _turn(
     return result
 
 
-async def run_demo(out: TextIO) -> list[TurnResult]:
-    """Run the demo, writing to ``out``; returns the turn results."""
+async def run_demo(out: TextIO, data_dir: str | None = None) -> list[TurnResult]:
+    """Run the demo, writing to ``out``; returns the turn results.
+
+    Sessions live in an SQLite store under ``data_dir`` (a fresh temporary
+    directory by default).
+    """
+    with tempfile.TemporaryDirectory(prefix="lash-demo-") as scratch:
+        return await _demo(out, data_dir or scratch)
+
+
+async def _demo(out: TextIO, data_dir: str) -> list[TurnResult]:
     provider = ScriptedProvider(_script())
-    core = LashCore(
-        provider=provider,
-        model="scripted-model",
-        tools=[multiply, weather, add],
-        instructions="Answer briefly.",
-        store="memory://",
-    )
+    store_url = f"sqlite:///{data_dir}"
+
+    def make_core() -> LashCore:
+        return LashCore(
+            provider=provider,
+            model="scripted-model",
+            tools=[multiply, weather, add],
+            instructions="Answer briefly.",
+            store=store_url,
+        )
+
     out.write("lash demo: a scripted agent on the embedded defaults (no network)\n")
+    out.write(f"sessions are stored in {store_url}\n")
     results = []
-    async with core.session("demo") as session:
+    async with make_core() as core, core.session("demo") as session:
         clock: dict[str, float] = {}
         question = "What is 12 x 7 + 5, and how is the weather in Oslo?"
         results.append(await _turn(session, question, out, clock))
         results.append(await _turn(session, "Now add 2.", out))
         history = len(session.messages)
+    out.write("\n(the first core is closed; a new one opens the same store from disk)\n")
+    async with make_core() as core, core.session("demo") as resumed:
+        reopened = (len(resumed.messages), resumed.revision)
+        results.append(await _turn(resumed, "What did I ask first?", out))
     # multiply and weather take 50 ms each: together well under 100 ms means they overlapped
     window = (
         max(clock["tool_call_completed:multiply"], clock["tool_call_completed:weather"])
@@ -151,8 +172,10 @@ async def run_demo(out: TextIO) -> list[TurnResult]:
         f"  - a bad argument was refused before any tool code ran "
         f"({code}), and the model recovered;\n"
         "  - prose streamed as deltas while tool calls reported start and completion;\n"
-        f"  - each turn was committed atomically: {history} messages at revision "
-        f"{results[-1].revision}.\n"
+        f"  - each turn was committed atomically to SQLite: {history} messages at revision "
+        f"{results[1].revision};\n"
+        f"  - a new core reopened the session from disk ({reopened[0]} messages, revision "
+        f"{reopened[1]}) and continued it to revision {results[-1].revision}.\n"
     )
     return results
 

@@ -5,6 +5,7 @@ from .base import (
     HeadRevisionConflict,
     RuntimeCommit,
     SessionStore,
+    StoreCorruptError,
     StoredSession,
     StoreError,
     TurnCommitConflict,
@@ -13,6 +14,7 @@ from .base import (
     commit_hash,
 )
 from .memory import MemoryStore
+from .sqlite import SqliteStore, StoreSchemaError
 
 __all__ = [
     "CommitResult",
@@ -20,6 +22,9 @@ __all__ = [
     "MemoryStore",
     "RuntimeCommit",
     "SessionStore",
+    "SqliteStore",
+    "StoreCorruptError",
+    "StoreSchemaError",
     "StoreError",
     "StoredSession",
     "TurnCommitConflict",

@@ -96,6 +96,43 @@ class TurnCommitConflict(StoreError):
         self.stamp = stamp
 
 
+class StoreCorruptError(StoreError):
+    """A stored row could not be decoded; names the session, table, row and JSON path."""
+
+    def __init__(
+        self, session_id: str, table: str, row: int | str, reason: str, *, path: str = "$"
+    ) -> None:
+        super().__init__(
+            f"session {session_id!r}: corrupt row {row} in table {table!r} at {path}: {reason}"
+        )
+        self.session_id = session_id
+        self.table = table
+        self.row = row
+        self.path = path
+        self.reason = reason
+
+
+def check_session_id(session_id: object) -> str:
+    """``session_id`` if it is a non-blank string, else ``ValueError``."""
+    if not isinstance(session_id, str) or not session_id.strip():
+        raise ValueError(f"session id must be a non-blank string, got {session_id!r}")
+    return session_id
+
+
+def check_commit(commit: RuntimeCommit) -> None:
+    """Refuse a malformed commit before any store is touched (``ValueError``)."""
+    session_id = check_session_id(commit.session_id)
+    stamp = commit.stamp
+    if stamp is not None:
+        if stamp.session_id != session_id:
+            raise ValueError(
+                f"turn {stamp.turn_id!r}: the stamp names session {stamp.session_id!r}, "
+                f"the commit {session_id!r}"
+            )
+        if stamp.commit_hash != commit_hash(commit):
+            raise ValueError(f"turn {stamp.turn_id!r}: the stamp's hash does not match the commit")
+
+
 class SessionStore(Protocol):
     """Loads sessions and applies commits, each as one atomic step."""
 
@@ -107,4 +144,10 @@ class SessionStore(Protocol):
         """The stored session, or None if it was never committed."""
 
     async def commit(self, commit: RuntimeCommit) -> CommitResult:
-        """Apply ``commit``: stamp check, then revision compare-and-set, then append."""
+        """Apply ``commit`` atomically: stamp check, then revision compare-and-set, then append.
+
+        Loaded usage rows come back in the order their (source, model) was first seen.
+        """
+
+    async def aclose(self) -> None:
+        """Release connections and threads (a no-op for stores that hold none)."""

@@ -12,7 +12,8 @@ from .base import (
     StoredSession,
     TurnCommitConflict,
     UsageRow,
-    commit_hash,
+    check_commit,
+    check_session_id,
 )
 
 
@@ -41,7 +42,7 @@ class MemoryStore:
 
     async def load(self, session_id: str) -> StoredSession | None:
         """The stored session, or None."""
-        s = self._sessions.get(session_id)
+        s = self._sessions.get(check_session_id(session_id))
         if s is None:
             return None
         return StoredSession(
@@ -57,10 +58,9 @@ class MemoryStore:
 
     async def commit(self, commit: RuntimeCommit) -> CommitResult:
         """Apply one commit (see ``SessionStore.commit``)."""
+        check_commit(commit)
         s = self._sessions.get(commit.session_id)
         stamp = commit.stamp
-        if stamp is not None and stamp.commit_hash != commit_hash(commit):
-            raise ValueError(f"turn {stamp.turn_id!r}: the stamp's hash does not match the commit")
         if stamp is not None and s is not None:
             seen = s.stamps.get(stamp.turn_id)
             if seen is not None:
@@ -84,3 +84,6 @@ class MemoryStore:
         if stamp is not None:
             s.stamps[stamp.turn_id] = (stamp.commit_hash, result)
         return result
+
+    async def aclose(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,762 @@
+"""A conformance suite every ``SessionStore`` backend must pass.
+
+Subclass ``StoreConformance`` in a test module and provide a ``make_store``
+fixture that returns a factory of *fresh, empty* stores::
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        def make_store(self, tmp_path):
+            counter = itertools.count()
+            return lambda: MyStore(tmp_path / f"db{next(counter)}")
+
+The suite closes every store it makes (``aclose()`` or ``close()`` when the
+store has one). Override ``rows_written`` when the backend can count the rows
+it writes, so the commit-cost check runs. Tests are plain functions that run
+their async bodies with ``asyncio.run``; no pytest-asyncio plugin is needed.
+Requires ``pytest`` and ``hypothesis``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ClassVar, NamedTuple
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ..kernel.attachments import AttachmentRef
+from ..kernel.codec import encode
+from ..kernel.llm import LlmUsage, ProviderReplayMeta, ReasoningReplay, ResponseTextMeta
+from ..kernel.messages import (
+    Cleared,
+    Deleted,
+    Message,
+    Part,
+    PartKind,
+    PluginOrigin,
+    ProcessOrigin,
+    Role,
+    Summarized,
+    user_message,
+)
+from ..runtime.effects import DurabilityTier
+from ..store.base import (
+    CommitResult,
+    HeadRevisionConflict,
+    RuntimeCommit,
+    SessionStore,
+    StoredSession,
+    TurnCommitConflict,
+    TurnStamp,
+    UsageRow,
+    commit_hash,
+)
+
+StoreFactory = Callable[[], SessionStore]
+"""Makes a fresh, empty store; what a ``make_store`` fixture returns."""
+
+__all__ = [
+    "StoreConformance",
+    "StoreFactory",
+    "close_store",
+    "rich_messages",
+    "stamped",
+]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def stamped(commit: RuntimeCommit, turn_id: str) -> RuntimeCommit:
+    """``commit`` carrying a turn stamp with its correct hash."""
+    stamp = TurnStamp(
+        session_id=commit.session_id, turn_id=turn_id, commit_hash=commit_hash(commit)
+    )
+    return msgspec.structs.replace(commit, stamp=stamp)
+
+
+async def close_store(store: object) -> None:
+    """Close ``store`` through ``aclose()`` or ``close()``, if it has either."""
+    aclose = getattr(store, "aclose", None)
+    if callable(aclose):
+        await aclose()
+        return
+    close = getattr(store, "close", None)
+    if callable(close):
+        result = close()
+        if inspect.isawaitable(result):
+            await result
+
+
+def rich_messages(prefix: str) -> tuple[Message, ...]:
+    """Messages that use every part kind, prune state, replay field and origin."""
+    image_id = hashlib.sha256(prefix.encode()).hexdigest()
+    return (
+        Message(
+            id=f"{prefix}-u",
+            role=Role.USER,
+            parts=(
+                Part(
+                    id=f"{prefix}-u.p0",
+                    kind=PartKind.TEXT,
+                    content='h\u00e9llo "q" \\ \u2028 \U0001f600',
+                ),
+                Part(
+                    id=f"{prefix}-u.p1",
+                    kind=PartKind.IMAGE,
+                    attachment=AttachmentRef(
+                        id=image_id,
+                        mime="image/png",
+                        byte_len=1234,
+                        width=64,
+                        height=48,
+                        label="cat.png",
+                    ),
+                ),
+            ),
+        ),
+        Message(
+            id=f"{prefix}-a",
+            role=Role.ASSISTANT,
+            parts=(
+                Part(
+                    id=f"{prefix}-a.p0",
+                    kind=PartKind.REASONING,
+                    content="thinking about it",
+                    reasoning=ReasoningReplay(
+                        item_id="rs_1",
+                        encrypted_content="gAAAA==",
+                        signature="sig-1",
+                        redacted=True,
+                        summary=("first", "second"),
+                    ),
+                ),
+                Part(
+                    id=f"{prefix}-a.p1",
+                    kind=PartKind.PROSE,
+                    content="Let me add.",
+                    response_meta=ResponseTextMeta(
+                        id="msg_1", status="completed", phase="commentary"
+                    ),
+                ),
+                Part(
+                    id=f"{prefix}-a.p2",
+                    kind=PartKind.TOOL_CALL,
+                    content='{"a": 1, "b": [2, 3]}',
+                    tool_call_id="call_1",
+                    tool_name="add",
+                    tool_replay=ProviderReplayMeta(
+                        item_id="fc_1", opaque={"k": [1, "x", None, True, 1.5], "z": {}}
+                    ),
+                ),
+            ),
+        ),
+        Message(
+            id=f"{prefix}-r",
+            role=Role.USER,
+            parts=(
+                Part(
+                    id=f"{prefix}-r.p0",
+                    kind=PartKind.TOOL_RESULT,
+                    content="3",
+                    tool_call_id="call_1",
+                    tool_name="add",
+                ),
+                Part(
+                    id=f"{prefix}-r.p1",
+                    kind=PartKind.TOOL_RESULT,
+                    tool_call_id="c2",
+                    prune=Cleared(),
+                ),
+                Part(
+                    id=f"{prefix}-r.p2",
+                    kind=PartKind.TOOL_RESULT,
+                    tool_call_id="c3",
+                    prune=Deleted(breadcrumb="big listing", archive_hash="ab" * 32),
+                ),
+                Part(
+                    id=f"{prefix}-r.p3",
+                    kind=PartKind.TOOL_RESULT,
+                    tool_call_id="c4",
+                    prune=Summarized(summary="it was long", archive_hash="cd" * 32),
+                ),
+            ),
+        ),
+        Message(
+            id=f"{prefix}-e",
+            role=Role.EVENT,
+            parts=(Part(id=f"{prefix}-e.p0", kind=PartKind.TEXT, content="process finished"),),
+            origin=ProcessOrigin(
+                process_id="proc-1",
+                event_type="completed",
+                sequence=7,
+                wake_id="wake-1",
+                caused_by="call_1",
+            ),
+        ),
+        Message(
+            id=f"{prefix}-s",
+            role=Role.SYSTEM,
+            parts=(
+                Part(id=f"{prefix}-s.p0", kind=PartKind.CODE, content="print(1)"),
+                Part(id=f"{prefix}-s.p1", kind=PartKind.OUTPUT, content="1\n"),
+                Part(id=f"{prefix}-s.p2", kind=PartKind.ERROR, content="Traceback ..."),
+            ),
+            origin=PluginOrigin(plugin_id="memory"),
+        ),
+    )
+
+
+def _usage(source: str, model: str, tokens: int, output: int = 0) -> UsageRow:
+    return UsageRow(
+        source=source,
+        model=model,
+        usage=LlmUsage(input_tokens=tokens, output_tokens=output, cached_input_tokens=tokens // 2),
+    )
+
+
+def _texts(prefix: str, n: int) -> tuple[Message, ...]:
+    return tuple(user_message(f"{prefix}-{i}", f"{prefix} message {i}") for i in range(n))
+
+
+# ---------------------------------------------------------------- a reference model
+
+
+class _ModelSession:
+    def __init__(self) -> None:
+        self.revision = 0
+        self.messages: list[Message] = []
+        self.turn_index = 0
+        self.iteration = 0
+        self.usage: dict[tuple[str, str], LlmUsage] = {}
+        self.stamps: dict[str, tuple[str, int]] = {}
+
+
+class _Model:
+    """The store contract as plainly as possible, for the property test."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, _ModelSession] = {}
+
+    def commit(self, c: RuntimeCommit) -> CommitResult:
+        s = self.sessions.get(c.session_id)
+        if c.stamp is not None and s is not None and c.stamp.turn_id in s.stamps:
+            stored_hash, revision = s.stamps[c.stamp.turn_id]
+            if stored_hash != c.stamp.commit_hash:
+                raise TurnCommitConflict(c.stamp, stored_hash)
+            return CommitResult(revision=revision, replayed=True)
+        actual = None if s is None else s.revision
+        if c.expected_revision != actual:
+            raise HeadRevisionConflict(c.session_id, c.expected_revision, actual)
+        s = self.sessions.setdefault(c.session_id, _ModelSession())
+        s.revision += 1
+        s.messages += c.messages
+        s.turn_index, s.iteration = c.turn_index, c.iteration
+        for row in c.usage:
+            key = (row.source, row.model)
+            s.usage[key] = s.usage.get(key, LlmUsage()) + row.usage
+        if c.stamp is not None:
+            s.stamps[c.stamp.turn_id] = (c.stamp.commit_hash, s.revision)
+        return CommitResult(revision=s.revision)
+
+    def load(self, session_id: str) -> StoredSession | None:
+        s = self.sessions.get(session_id)
+        if s is None:
+            return None
+        return StoredSession(
+            session_id=session_id,
+            revision=s.revision,
+            messages=tuple(s.messages),
+            turn_index=s.turn_index,
+            iteration=s.iteration,
+            usage=tuple(UsageRow(source=k[0], model=k[1], usage=u) for k, u in s.usage.items()),
+        )
+
+
+class _Op(NamedTuple):
+    session: int
+    revision: str
+    turn: int | None
+    variant: int
+
+
+_SESSIONS = ("alpha", "beta")
+_OPS = st.lists(
+    st.builds(
+        _Op,
+        session=st.integers(0, len(_SESSIONS) - 1),
+        revision=st.sampled_from(("current", "current", "current", "stale", "none", "ahead")),
+        turn=st.none() | st.integers(0, 2),
+        variant=st.integers(0, 1),
+    ),
+    max_size=20,
+)
+
+
+def _op_commit(index: int, op: _Op, actual: int | None) -> RuntimeCommit:
+    session_id = _SESSIONS[op.session]
+    expected = {
+        "current": actual,
+        "none": None,
+        "stale": (actual or 1) - 1,
+        "ahead": (actual or 0) + 1,
+    }[op.revision]
+    key = f"op{index}" if op.turn is None else f"t{op.turn}v{op.variant}"
+    # Content depends only on (session, turn, variant): the same pair is a retry,
+    # another variant of the same turn a conflict.
+    tokens = 10 + (index if op.turn is None else op.turn)
+    usage = [_usage("model", f"m{op.variant}", tokens, op.variant)]
+    if op.turn is not None and op.turn % 2:
+        usage.append(_usage("tool", "m0", 1))
+    commit = RuntimeCommit(
+        session_id=session_id,
+        expected_revision=expected,
+        messages=_texts(f"{session_id}-{key}", 1 + op.variant + (op.turn or 0) % 2),
+        turn_index=index if op.turn is None else op.turn,
+        iteration=op.variant,
+        usage=tuple(usage),
+    )
+    return commit if op.turn is None else stamped(commit, f"turn-{op.turn}")
+
+
+def _model_outcome(model: _Model, commit: RuntimeCommit) -> tuple[Any, ...]:
+    try:
+        r = model.commit(commit)
+    except (HeadRevisionConflict, TurnCommitConflict) as exc:
+        return _conflict(exc)
+    return ("ok", r.revision, r.replayed)
+
+
+async def _outcome(result: Awaitable[CommitResult]) -> tuple[Any, ...]:
+    try:
+        r = await result
+    except (HeadRevisionConflict, TurnCommitConflict) as exc:
+        return _conflict(exc)
+    return ("ok", r.revision, r.replayed)
+
+
+def _conflict(exc: HeadRevisionConflict | TurnCommitConflict) -> tuple[Any, ...]:
+    if isinstance(exc, HeadRevisionConflict):
+        return ("head", exc.session_id, exc.expected, exc.actual)
+    return ("turn", exc.stamp)
+
+
+# ---------------------------------------------------------------- the suite
+
+
+class StoreConformance:
+    """Backend-agnostic store tests; subclasses supply the ``make_store`` fixture."""
+
+    timeout: ClassVar[float] = 20.0
+    """Seconds one test body may take before it fails as a hang."""
+
+    property_settings: ClassVar[settings] = settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    """Hypothesis settings of the random-sequence test."""
+
+    @pytest.fixture
+    def make_store(self) -> StoreFactory:
+        """Return a factory of fresh, empty stores (override in the subclass)."""
+        raise NotImplementedError("a StoreConformance subclass must define a make_store fixture")
+
+    def rows_written(self, store: SessionStore) -> int | None:
+        """Rows/records ``store`` has written so far, or None when it cannot tell."""
+        return None
+
+    def run(
+        self,
+        make_store: StoreFactory,
+        body: Callable[[SessionStore], Coroutine[Any, Any, None]],
+    ) -> None:
+        """Run ``body`` against a fresh store on a fresh event loop, then close the store."""
+
+        async def main() -> None:
+            store = make_store()
+            try:
+                await asyncio.wait_for(body(store), self.timeout)
+            finally:
+                await close_store(store)
+
+        asyncio.run(main())
+
+    # ------------------------------------------------------------ basics
+
+    def test_reports_a_durability_tier(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            assert store.tier in (DurabilityTier.INLINE, DurabilityTier.DURABLE)
+
+        self.run(make_store, body)
+
+    def test_unknown_session_loads_as_none(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            assert await store.load("never-committed") is None
+
+        self.run(make_store, body)
+
+    def test_first_commit_expects_no_revision(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            msgs = _texts("first", 2)
+            result = await store.commit(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=None,
+                    messages=msgs,
+                    turn_index=1,
+                    iteration=3,
+                )
+            )
+            assert result == CommitResult(revision=1)
+            assert await store.load("s") == StoredSession(
+                session_id="s", revision=1, messages=msgs, turn_index=1, iteration=3
+            )
+
+        self.run(make_store, body)
+
+    def test_first_commit_with_a_revision_conflicts(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            commit = RuntimeCommit(session_id="s", expected_revision=0, messages=_texts("x", 1))
+            with pytest.raises(HeadRevisionConflict) as info:
+                await store.commit(commit)
+            assert (info.value.expected, info.value.actual) == (0, None)
+            assert await store.load("s") is None
+
+        self.run(make_store, body)
+
+    def test_later_commits_need_the_current_revision(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=None))
+            with pytest.raises(HeadRevisionConflict) as info:
+                await store.commit(
+                    RuntimeCommit(session_id="s", expected_revision=None, messages=_texts("x", 1))
+                )
+            assert (info.value.session_id, info.value.expected, info.value.actual) == ("s", None, 1)
+            r2 = await store.commit(
+                RuntimeCommit(
+                    session_id="s", expected_revision=1, messages=_texts("a", 1), turn_index=1
+                )
+            )
+            r3 = await store.commit(
+                RuntimeCommit(
+                    session_id="s", expected_revision=2, messages=_texts("b", 2), turn_index=2
+                )
+            )
+            assert (r2.revision, r3.revision) == (2, 3)
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert loaded.revision == 3
+            assert loaded.turn_index == 2
+            assert loaded.messages == _texts("a", 1) + _texts("b", 2)
+
+        self.run(make_store, body)
+
+    def test_empty_commit_still_bumps_the_revision(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=None))
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=1, iteration=5))
+            assert await store.load("s") == StoredSession(session_id="s", revision=2, iteration=5)
+
+        self.run(make_store, body)
+
+    def test_stale_revision_conflicts_and_writes_nothing(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=None, messages=_texts("a", 1))
+            )
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=1, usage=(_usage("m", "x", 5),))
+            )
+            before = await store.load("s")
+            stale = stamped(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=1,
+                    messages=_texts("late", 3),
+                    turn_index=9,
+                    usage=(_usage("m", "x", 7), _usage("n", "y", 1)),
+                ),
+                "turn-late",
+            )
+            with pytest.raises(HeadRevisionConflict) as info:
+                await store.commit(stale)
+            assert (info.value.expected, info.value.actual) == (1, 2)
+            assert await store.load("s") == before
+            # The stamp was not recorded either: the same turn lands once rebased.
+            rebased = stamped(msgspec.structs.replace(stale, expected_revision=2), "turn-late")
+            assert await store.commit(rebased) == CommitResult(revision=3)
+
+        self.run(make_store, body)
+
+    # ------------------------------------------------------------ turn stamps
+
+    def test_retried_stamped_commit_is_replayed(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            turn = stamped(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=None,
+                    messages=rich_messages("t1"),
+                    turn_index=1,
+                    usage=(_usage("model", "gpt", 100, 20),),
+                ),
+                "turn-1",
+            )
+            first = await store.commit(turn)
+            assert first == CommitResult(revision=1)
+            after_first = await store.load("s")
+            again = await store.commit(turn)
+            assert again == CommitResult(revision=1, replayed=True)
+            assert await store.load("s") == after_first
+            # Later commits move the head; a replayed workflow retrying turn 1 from the
+            # old head (a stale revision) still gets the stored result: stamp before CAS.
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=1, messages=_texts("t2", 1))
+            )
+            for expected in (None, 0, 1):
+                retry = stamped(msgspec.structs.replace(turn, expected_revision=expected), "turn-1")
+                assert await store.commit(retry) == CommitResult(revision=1, replayed=True)
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert loaded.revision == 2
+            assert loaded.messages == rich_messages("t1") + _texts("t2", 1)
+            assert loaded.usage == (_usage("model", "gpt", 100, 20),)
+
+        self.run(make_store, body)
+
+    def test_same_turn_with_other_content_conflicts(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            original = stamped(
+                RuntimeCommit(session_id="s", expected_revision=None, messages=_texts("a", 1)),
+                "turn-1",
+            )
+            await store.commit(original)
+            before = await store.load("s")
+            changed = stamped(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=1,
+                    messages=_texts("b", 2),
+                    usage=(_usage("m", "x", 1),),
+                ),
+                "turn-1",
+            )
+            with pytest.raises(TurnCommitConflict) as info:
+                await store.commit(changed)
+            assert info.value.stamp == changed.stamp
+            assert await store.load("s") == before
+            # The conflict is about the turn, not the revision: it is reported even when
+            # the revision is current, and the original still replays.
+            assert (await store.commit(original)).replayed
+
+        self.run(make_store, body)
+
+    def test_stamp_with_a_wrong_hash_is_refused(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            commit = RuntimeCommit(
+                session_id="s",
+                expected_revision=None,
+                messages=_texts("a", 1),
+                stamp=TurnStamp(session_id="s", turn_id="turn-1", commit_hash="0" * 64),
+            )
+            with pytest.raises(ValueError, match="turn-1"):
+                await store.commit(commit)
+            assert await store.load("s") is None
+
+        self.run(make_store, body)
+
+    def test_turn_ids_are_scoped_to_their_session(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            for sid in ("s1", "s2"):
+                commit = RuntimeCommit(
+                    session_id=sid, expected_revision=None, messages=_texts(sid, 1)
+                )
+                assert await store.commit(stamped(commit, "turn-1")) == CommitResult(revision=1)
+
+        self.run(make_store, body)
+
+    # ------------------------------------------------------------ content
+
+    def test_usage_aggregates_by_source_and_model(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=None,
+                    usage=(
+                        _usage("model", "gpt", 10, 1),
+                        _usage("tool:search", "mini", 3),
+                        _usage("model", "gpt", 5, 2),
+                    ),
+                )
+            )
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=1,
+                    usage=(
+                        _usage("model", "claude", 7),
+                        _usage("model", "gpt", 1, 1),
+                        UsageRow(source="zero", model="z", usage=LlmUsage()),
+                    ),
+                )
+            )
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert loaded.usage == (
+                UsageRow(
+                    source="model",
+                    model="gpt",
+                    usage=LlmUsage(input_tokens=16, output_tokens=4, cached_input_tokens=7),
+                ),
+                _usage("tool:search", "mini", 3),
+                _usage("model", "claude", 7),
+                UsageRow(source="zero", model="z", usage=LlmUsage()),
+            )
+
+        self.run(make_store, body)
+
+    def test_rich_messages_round_trip_exactly(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            first, second = rich_messages("one"), rich_messages("two")
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=None, messages=first)
+            )
+            snapshot = await store.load("s")
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=1, messages=second))
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert loaded.messages == first + second
+            assert encode(loaded.messages) == encode(first + second)
+            assert snapshot is not None
+            assert snapshot.messages == first, "a loaded session is a snapshot"
+
+        self.run(make_store, body)
+
+    def test_commit_cost_is_independent_of_history(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            if self.rows_written(store) is None:
+                pytest.skip(f"{type(store).__name__} does not report rows written")
+            usage = (_usage("model", "gpt", 10),)
+
+            async def cost(revision: int, tag: str) -> int:
+                before = self.rows_written(store)
+                commit = RuntimeCommit(
+                    session_id="s", expected_revision=revision, messages=_texts(tag, 4), usage=usage
+                )
+                await store.commit(stamped(commit, tag))
+                after = self.rows_written(store)
+                assert before is not None
+                assert after is not None
+                return after - before
+
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=None))
+            early = await cost(1, "early")
+            for i in range(2, 60):
+                await store.commit(
+                    RuntimeCommit(session_id="s", expected_revision=i, messages=_texts(f"h{i}", 4))
+                )
+            late = await cost(60, "late")
+            assert early == late, "a commit must not rewrite history"
+            # the 4 messages, plus a bounded constant (head, usage, stamp)
+            assert 4 <= late <= 4 + len(usage) + 3
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert len(loaded.messages) == 4 * 60
+
+        self.run(make_store, body)
+
+    def test_sessions_are_independent(self, make_store: StoreFactory) -> None:
+        async def body(store: SessionStore) -> None:
+            ids = [f"session-{i}" for i in range(8)]
+            for round_ in range(3):
+                for i, sid in enumerate(ids):
+                    await store.commit(
+                        RuntimeCommit(
+                            session_id=sid,
+                            expected_revision=round_ or None,
+                            messages=_texts(f"{sid}-r{round_}", i % 3),
+                            turn_index=round_,
+                            usage=(_usage("model", sid, round_ + 1),),
+                        )
+                    )
+            for i, sid in enumerate(ids):
+                loaded = await store.load(sid)
+                assert loaded is not None
+                assert loaded.revision == 3
+                assert loaded.messages == sum((_texts(f"{sid}-r{r}", i % 3) for r in range(3)), ())
+                assert loaded.usage == (
+                    UsageRow(
+                        source="model",
+                        model=sid,
+                        usage=LlmUsage(input_tokens=6, cached_input_tokens=2),
+                    ),
+                )
+            assert await store.load("session-8") is None
+
+        self.run(make_store, body)
+
+    def test_concurrent_commits_at_one_revision_have_one_winner(
+        self, make_store: StoreFactory
+    ) -> None:
+        async def body(store: SessionStore) -> None:
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=None))
+            for revision in range(1, 6):
+                outcomes = await asyncio.gather(
+                    *(
+                        _outcome(
+                            store.commit(
+                                RuntimeCommit(
+                                    session_id="s",
+                                    expected_revision=revision,
+                                    messages=_texts(f"r{revision}w{w}", 1),
+                                )
+                            )
+                        )
+                        for w in range(4)
+                    )
+                )
+                winners = [o for o in outcomes if o[0] == "ok"]
+                assert winners == [("ok", revision + 1, False)]
+                assert sorted(outcomes)[:-1] == [("head", "s", revision, revision + 1)] * 3
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert (loaded.revision, len(loaded.messages)) == (6, 5)
+
+        self.run(make_store, body)
+
+    # ------------------------------------------------------------ the property
+
+    def test_random_commit_sequences_match_a_model(self, make_store: StoreFactory) -> None:
+        """Random commits (stale, retried, conflicting) give the model's results and state."""
+
+        async def check(ops: list[_Op]) -> None:
+            store = make_store()
+            model = _Model()
+            try:
+                for index, op in enumerate(ops):
+                    head = model.sessions.get(_SESSIONS[op.session])
+                    commit = _op_commit(index, op, None if head is None else head.revision)
+                    expected = _model_outcome(model, commit)
+                    got = await _outcome(store.commit(commit))
+                    assert got == expected, f"op {index} {op}"
+                    if expected[0] != "ok" or expected[2]:
+                        loaded = await store.load(commit.session_id)
+                        assert loaded == model.load(commit.session_id), f"op {index} wrote"
+                for session_id in _SESSIONS:
+                    assert await store.load(session_id) == model.load(session_id)
+            finally:
+                await close_store(store)
+
+        @self.property_settings
+        @given(ops=_OPS)
+        def prop(ops: list[_Op]) -> None:
+            asyncio.run(asyncio.wait_for(check(ops), self.timeout))
+
+        prop()
