@@ -45,9 +45,12 @@ def model(request: LlmRequest) -> Reply:
 
 async def run_turns(store: str, turns: int) -> list[float]:
     samples = []
-    async with LashCore(
-        provider=ScriptedProvider(model), model="scripted", tools=[add], store=store
-    ) as core, core.session("bench") as session:
+    async with (
+        LashCore(
+            provider=ScriptedProvider(model), model="scripted", tools=[add], store=store
+        ) as core,
+        core.session("bench") as session,
+    ):
         for i in range(turns):
             started = time.perf_counter()
             result = await session.run(f"Add 1+2 and 3+4 (turn {i}).")
