@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "AgentFrame": "lash.core",
     "AgentFrameSwitch": "lash.kernel.outcome",
     "Availability": "lash.kernel.tools.definition",
     "CancelToken": "lash.runtime.cancel",
@@ -46,6 +47,7 @@ TurnInput = str
 """What a turn takes: the user's text (images arrive with the attachment store)."""
 
 __all__ = [
+    "AgentFrame",
     "AgentFrameSwitch",
     "Availability",
     "CancelToken",
@@ -76,6 +78,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .core import (
+        AgentFrame,
         ConfigError,
         LashCore,
         LashError,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -68,6 +68,31 @@ class SessionBusyError(LashError):
     """A turn is already running on this session."""
 
 
+class AgentFrame(msgspec.Struct, frozen=True, kw_only=True):
+    """A named configuration a session can switch into (a reviewer, a planner, ...).
+
+    ``tools`` None inherits the core's tools; ``model`` None the core's model.
+    A tool switches frames with ``ToolOutput.success(..., control=SwitchAgentFrame(...))``.
+    """
+
+    instructions: str | None = None
+    tools: tuple[Tool, ...] | None = None
+    model: str | None = None
+    max_turns: int | None = None
+
+
+class _FrameSetup:
+    """The registry and (cached) machine config of one frame."""
+
+    __slots__ = ("_config", "_generation", "frame", "registry")
+
+    def __init__(self, frame: AgentFrame | None, registry: ToolRegistry) -> None:
+        self.frame = frame
+        self.registry = registry
+        self._config: MachineConfig | None = None
+        self._generation = -1
+
+
 class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
     """A finished, committed turn.
 
@@ -84,6 +109,8 @@ class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
     messages: tuple[Message, ...] = ()
     activities: tuple[TurnActivity, ...] = ()
     revision: int | None = None
+    frame_id: str | None = None
+    """The agent frame the turn ran in (None: the default frame)."""
     usage_rows: tuple[UsageRow, ...] = ()
     """Everything this turn booked, by (source, model): its own model calls
     (``turn``), direct completions, and child turns (``child``)."""
@@ -138,6 +165,8 @@ class LashCore:
         max_turns: int | None = None,
         trace: TraceSink | str | Path | None = None,
         generation: GenerationOptions | None = None,
+        frames: Mapping[str, AgentFrame] | None = None,
+        max_frame_switches: int = 8,
     ) -> None:
         if not callable(getattr(provider, "complete", None)):
             raise ConfigError(f"provider {provider!r} has no complete() method")
@@ -177,24 +206,57 @@ class LashCore:
                 "a durable effect host needs a durable store: the store "
                 f"({type(self.store).__name__}) is inline"
             )
-        self._config: MachineConfig | None = None
-        self._config_generation = -1
+        if max_frame_switches < 0:
+            raise ConfigError(f"max_frame_switches must be >= 0, got {max_frame_switches}")
+        self.max_frame_switches = max_frame_switches
+        self._frames: dict[str | None, _FrameSetup] = {None: _FrameSetup(None, self.registry)}
+        for frame_id, frame in (frames or {}).items():
+            if not isinstance(frame_id, str) or not frame_id.strip():
+                raise ConfigError(f"agent frame ids must be non-blank strings, got {frame_id!r}")
+            if not isinstance(frame, AgentFrame):
+                raise ConfigError(f"frame {frame_id!r} must be an AgentFrame")
+            if frame.max_turns is not None and frame.max_turns < 1:
+                raise ConfigError(f"frame {frame_id!r}: max_turns must be >= 1")
+            tools_of = frame.tools if frame.tools is not None else tuple(tools)
+            try:
+                registry = ToolRegistry([*tools_of, *self.plugins.parts.tools])
+            except ToolDefinitionError as exc:
+                raise ConfigError(f"frame {frame_id!r}: {exc}") from exc
+            self._frames[frame_id] = _FrameSetup(frame, registry)
 
-    def machine_config(self) -> MachineConfig:
-        """The turn machine's configuration, rebuilt when the tools change."""
-        if self._config is None or self._config_generation != self.registry.generation:
+    @property
+    def frame_ids(self) -> frozenset[str]:
+        """The registered agent frames."""
+        return frozenset(k for k in self._frames if k is not None)
+
+    def _frame(self, frame_id: str | None) -> _FrameSetup:
+        setup = self._frames.get(frame_id)
+        if setup is None:  # a stored frame that this core no longer defines
+            raise ConfigError(
+                f"agent frame {frame_id!r} is not defined on this core "
+                f"(defined: {', '.join(sorted(self.frame_ids)) or 'none'})"
+            )
+        return setup
+
+    def machine_config(self, frame_id: str | None = None) -> MachineConfig:
+        """The turn machine's configuration for a frame, rebuilt when its tools change."""
+        setup = self._frame(frame_id)
+        if setup._config is None or setup._generation != setup.registry.generation:
+            frame = setup.frame
             contributions = list(self.plugins.parts.contributions)
-            if self.instructions and self.instructions.strip():
-                contributions.append(PromptContribution.project_instructions(self.instructions))
-            self._config = standard_config(
-                model=self.model,
-                tools=[t.definition for t in self.registry],
+            for text in (self.instructions, frame.instructions if frame else None):
+                if text and text.strip():
+                    contributions.append(PromptContribution.project_instructions(text))
+            setup._config = standard_config(
+                model=(frame.model if frame and frame.model else None) or self.model,
+                tools=[t.definition for t in setup.registry],
                 contributions=contributions,
-                max_turns=self.max_turns,
+                max_turns=(frame.max_turns if frame and frame.max_turns else None)
+                or self.max_turns,
                 generation=self.generation,
             )
-            self._config_generation = self.registry.generation
-        return self._config
+            setup._generation = setup.registry.generation
+        return setup._config
 
     async def aclose(self) -> None:
         """Close the store if this core opened it from a URL."""
@@ -256,8 +318,10 @@ class Session:
         turn_index: int = 0,
         iteration: int = 0,
         usage: Iterable[UsageRow] = (),
+        frame_id: str | None = None,
     ) -> None:
         self.core = core
+        self._frame_id = frame_id
         self.id = session_id
         self._history: list[Message] = list(history)
         self._revision = revision
@@ -284,6 +348,7 @@ class Session:
             turn_index=stored.turn_index,
             iteration=stored.iteration,
             usage=stored.usage,
+            frame_id=stored.frame_id,
         )
 
     @property
@@ -295,6 +360,11 @@ class Session:
     def revision(self) -> int | None:
         """The store's head revision for this session (None before the first commit)."""
         return self._revision
+
+    @property
+    def frame_id(self) -> str | None:
+        """The agent frame the session is in (None: the default frame)."""
+        return self._frame_id
 
     @property
     def turn_index(self) -> int:
@@ -346,8 +416,16 @@ class Session:
             if stop is not None:
                 return stop
         await core.plugins.emit(TurnStartedEvent(session_id=self.id, turn_id=turn_id))
+        frame_id = self._frame_id
+        try:
+            setup = core._frame(frame_id)
+            config = core.machine_config(frame_id)
+        except ConfigError as exc:
+            return self._ended_early(
+                turn_id, StopReason.RUNTIME_ERROR, str(exc), "runtime", "unknown_agent_frame"
+            )
         machine = TurnMachine(
-            core.machine_config(),
+            config,
             self._history,
             inputs=inputs,
             iteration_offset=self._iteration,
@@ -360,13 +438,14 @@ class Session:
             turn_index=turn_index,
             controller=core.effect_host.scoped(TurnScope(session_id=self.id, turn_id=turn_id)),
             provider=core.provider,
-            registry=core.registry,
+            registry=setup.registry,
             cancel=cancel,
             sink=sink,
             tracer=Tracer(core.trace, self.id, turn_id) if core.trace is not None else None,
             plugins=core.plugins,
             queue=self._queue,
             spawn=self._spawn_child,
+            frames=core.frame_ids,
         )
         if guard is not None:
             guard.cancellable = True
@@ -382,6 +461,9 @@ class Session:
             for (source, model), u in sorted(runner.direct_usage.items())
         )
         usage_rows = tuple(r for r in rows if r.usage != LlmUsage())
+        next_frame = frame_id
+        if isinstance(done.outcome, AgentFrameSwitch):
+            next_frame = done.outcome.frame_id
         commit = RuntimeCommit(
             session_id=self.id,
             expected_revision=self._revision,
@@ -389,6 +471,7 @@ class Session:
             turn_index=turn_index,
             iteration=done.iteration + 1,
             usage=usage_rows,
+            frame_id=next_frame,
         )
         stamp = TurnStamp(session_id=self.id, turn_id=turn_id, commit_hash=commit_hash(commit))
         commit = msgspec.structs.replace(commit, stamp=stamp)
@@ -400,8 +483,10 @@ class Session:
             # bookkeeping so this session stays in step with the store, then give up.
             result = await landing
             self._record(committed, turn_index, commit.iteration, usage_rows, result.revision)
+            self._frame_id = next_frame
             raise
         self._record(committed, turn_index, commit.iteration, usage_rows, result.revision)
+        self._frame_id = next_frame
         outcome = done.outcome
         turn_result = TurnResult(
             session_id=self.id,
@@ -414,6 +499,7 @@ class Session:
             activities=tuple(runner.activities),
             revision=result.revision,
             usage_rows=usage_rows,
+            frame_id=frame_id,
         )
         await core.plugins.emit(
             TurnFinishedEvent(session_id=self.id, turn_id=turn_id, result=turn_result)
@@ -615,8 +701,30 @@ class Turn:
         self._session._busy = False
 
     async def run(self) -> TurnResult:
-        """Run the turn and return its committed result."""
-        return await self._launch(self._body(None))
+        """Run the turn and return its committed result.
+
+        When a tool switches the session to another agent frame with a task, the
+        task runs next in that frame (turn ``{id}:agent-frame:{n}``), up to the
+        core's ``max_frame_switches``; the last turn's result is returned.
+        """
+        result = await self._launch(self._body(None))
+        limit = self._session.core.max_frame_switches
+        switches = 0
+        while (
+            isinstance(result.outcome, AgentFrameSwitch)
+            and result.outcome.task
+            and switches < limit
+            and not self._cancel.cancelled
+        ):
+            switches += 1
+            follow = Turn(
+                self._session,
+                result.outcome.task,
+                cancel=self._cancel,
+                turn_id=f"{self._turn_id}:agent-frame:{switches}",
+            )
+            result = await follow._launch(follow._body(None))
+        return result
 
     def stream(self) -> TurnStream:
         """Stream the turn's activities: ``async with turn.stream() as s: async for a in s``."""

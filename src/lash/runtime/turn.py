@@ -71,6 +71,7 @@ from ..kernel.tools.output import (
     FailureSource,
     PendingToolCall,
     RetryExhausted,
+    SwitchAgentFrame,
     ToolFailure,
     ToolOutput,
 )
@@ -194,6 +195,7 @@ class TurnRunner:
         plugins: PluginHost | None = None,
         queue: WorkQueue | None = None,
         spawn: Callable[[str, str, str], Awaitable[Any]] | None = None,
+        frames: frozenset[str] = frozenset(),
     ) -> None:
         self.machine = machine
         self.session_id = session_id
@@ -211,6 +213,7 @@ class TurnRunner:
         self._pending_injections: list[InjectedMessage] = []
         self._queue = queue
         self._spawn = spawn
+        self._frames = frames
         self.activities: list[TurnActivity] = []
         self.tool_calls: list[ToolCallCompleted] = []
         self.direct_usage: dict[tuple[str, str], LlmUsage] = {}
@@ -788,6 +791,17 @@ class TurnRunner:
         )
         started = time.monotonic()
         output = await self._run_tool_with_hooks(t, call, ctx)
+        control = output.control
+        if isinstance(control, SwitchAgentFrame) and control.frame_id not in self._frames:
+            known = ", ".join(sorted(self._frames)) or "none"
+            output = ToolOutput.failure(
+                ToolFailure.runtime(
+                    FailureClass.INVALID_REQUEST,
+                    "unknown_agent_frame",
+                    f"{call.tool_name} asked to switch to agent frame {control.frame_id!r}, "
+                    f"which is not defined (defined: {known})",
+                )
+            )
         return self._complete(call, output, int((time.monotonic() - started) * 1000))
 
     async def _run_tool_with_hooks(

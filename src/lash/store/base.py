@@ -42,6 +42,8 @@ class RuntimeCommit(msgspec.Struct, **_S):
     turn_index: int = 0
     iteration: int = 0
     usage: tuple[UsageRow, ...] = ()
+    frame_id: str | None = None
+    """The agent frame the session is in after this commit (None: the default frame)."""
     stamp: TurnStamp | None = None
 
 
@@ -60,6 +62,7 @@ class StoredSession(msgspec.Struct, **_S):
     turn_index: int = 0
     iteration: int = 0
     usage: tuple[UsageRow, ...] = ()
+    frame_id: str | None = None
 
 
 class CommitResult(msgspec.Struct, **_S):

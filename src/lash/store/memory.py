@@ -18,13 +18,14 @@ from .base import (
 
 
 class _Session:
-    __slots__ = ("iteration", "messages", "revision", "stamps", "turn_index", "usage")
+    __slots__ = ("frame_id", "iteration", "messages", "revision", "stamps", "turn_index", "usage")
 
     def __init__(self) -> None:
         self.revision = 0
         self.messages: list[Message] = []
         self.turn_index = 0
         self.iteration = 0
+        self.frame_id: str | None = None
         self.usage: dict[tuple[str, str], LlmUsage] = {}
         self.stamps: dict[str, tuple[str, CommitResult]] = {}
 
@@ -51,6 +52,7 @@ class MemoryStore:
             messages=tuple(s.messages),
             turn_index=s.turn_index,
             iteration=s.iteration,
+            frame_id=s.frame_id,
             usage=tuple(
                 UsageRow(source=src, model=model, usage=u) for (src, model), u in s.usage.items()
             ),
@@ -75,6 +77,7 @@ class MemoryStore:
         s.messages.extend(commit.messages)
         s.turn_index = commit.turn_index
         s.iteration = commit.iteration
+        s.frame_id = commit.frame_id
         for row in commit.usage:
             key = (row.source, row.model)
             prior = s.usage.get(key)

@@ -61,7 +61,8 @@ _SCHEMA = (
         session_id TEXT NOT NULL UNIQUE,
         revision INTEGER NOT NULL,
         turn_index INTEGER NOT NULL,
-        iteration INTEGER NOT NULL
+        iteration INTEGER NOT NULL,
+        frame_id TEXT
     )""",
     # Append-only: a commit inserts its messages at the next ``seq``, never rewrites.
     # ``message_json`` is JSON text, or zlib-compressed JSON (a BLOB) when that
@@ -343,7 +344,7 @@ class SqliteStore:
             conn.execute("BEGIN")  # one read snapshot for head, messages and usage
             try:
                 head = conn.execute(
-                    "SELECT sid, revision, turn_index, iteration FROM sessions"
+                    "SELECT sid, revision, turn_index, iteration, frame_id FROM sessions"
                     " WHERE session_id = ?",
                     (session_id,),
                 ).fetchone()
@@ -361,7 +362,7 @@ class SqliteStore:
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"session {session_id!r}: load failed: {exc}") from exc
-        for column, value in zip(("revision", "turn_index", "iteration"), head[1:], strict=True):
+        for column, value in zip(("revision", "turn_index", "iteration"), head[1:4], strict=True):
             if type(value) is not int:
                 raise StoreCorruptError(
                     session_id, "sessions", session_id, f"{column} is {value!r}, not an integer"
@@ -381,6 +382,7 @@ class SqliteStore:
             messages=messages,
             turn_index=head[2],
             iteration=head[3],
+            frame_id=head[4],
             usage=usage,
         )
 
@@ -445,17 +447,18 @@ class SqliteStore:
         if head is None:
             revision = 1
             cur = conn.execute(
-                "INSERT INTO sessions (session_id, revision, turn_index, iteration)"
-                " VALUES (?, ?, ?, ?)",
-                (session_id, revision, commit.turn_index, commit.iteration),
+                "INSERT INTO sessions (session_id, revision, turn_index, iteration, frame_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (session_id, revision, commit.turn_index, commit.iteration, commit.frame_id),
             )
             sid = cur.lastrowid
             next_seq = 0
         else:
             sid, revision = head[0], head[1] + 1
             conn.execute(
-                "UPDATE sessions SET revision = ?, turn_index = ?, iteration = ? WHERE sid = ?",
-                (revision, commit.turn_index, commit.iteration, sid),
+                "UPDATE sessions SET revision = ?, turn_index = ?, iteration = ?, frame_id = ?"
+                " WHERE sid = ?",
+                (revision, commit.turn_index, commit.iteration, commit.frame_id, sid),
             )
             last = conn.execute("SELECT max(seq) FROM messages WHERE sid = ?", (sid,)).fetchone()
             next_seq = 0 if last[0] is None else last[0] + 1
