@@ -24,6 +24,7 @@ _EXPORTS = {
     "DurabilityTier": "lash.runtime.effects",
     "EffectHost": "lash.runtime.effects",
     "Finished": "lash.kernel.outcome",
+    "Image": "lash.core",
     "InlineEffectHost": "lash.runtime.effects",
     "LashCore": "lash.core",
     "LashError": "lash.core",
@@ -37,14 +38,12 @@ _EXPORTS = {
     "ToolError": "lash.runtime.tools",
     "Turn": "lash.core",
     "TurnActivity": "lash.runtime.activity",
+    "TurnInput": "lash.core",
     "TurnOutcome": "lash.kernel.outcome",
     "TurnResult": "lash.core",
     "TurnStream": "lash.core",
     "tool": "lash.runtime.tools",
 }
-
-TurnInput = str
-"""What a turn takes: the user's text (images arrive with the attachment store)."""
 
 __all__ = [
     "AgentFrame",
@@ -56,6 +55,7 @@ __all__ = [
     "DurabilityTier",
     "EffectHost",
     "Finished",
+    "Image",
     "InlineEffectHost",
     "LashCore",
     "LashError",
@@ -80,11 +80,13 @@ if TYPE_CHECKING:
     from .core import (
         AgentFrame,
         ConfigError,
+        Image,
         LashCore,
         LashError,
         Session,
         SessionBusyError,
         Turn,
+        TurnInput,
         TurnResult,
         TurnStream,
     )

@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 
+from .attachments import AttachmentManifest, AttachmentStore, SessionAttachments
+from .kernel.attachments import ImageMediaType
 from .kernel.errors import ToolDefinitionError
 from .kernel.llm import GenerationOptions, LlmUsage
 from .kernel.machine import MachineConfig, TurnMachine
@@ -26,7 +28,6 @@ from .kernel.messages import (
     PluginOrigin,
     Role,
     renumber_parts,
-    user_message,
 )
 from .kernel.outcome import AgentFrameSwitch, Finished, Stopped, StopReason, TurnOutcome
 from .kernel.prompt import PromptContribution
@@ -66,6 +67,39 @@ class ConfigError(LashError):
 
 class SessionBusyError(LashError):
     """A turn is already running on this session."""
+
+
+class Image(msgspec.Struct, frozen=True, kw_only=True):
+    """An image for a turn's input: its bytes and MIME type (``image/png``, ``image/jpeg``, ...)."""
+
+    data: bytes
+    mime: str
+    label: str | None = None
+
+
+class TurnInput(msgspec.Struct, frozen=True, kw_only=True):
+    """A turn's input: text and images. ``session.run("text")`` is shorthand for text only."""
+
+    text: str = ""
+    images: tuple[Image, ...] = ()
+
+
+def _input_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a turn's input, or None when it can."""
+    if isinstance(value, str):
+        return None
+    if not isinstance(value, TurnInput):
+        return f"turn input must be a string or a TurnInput, got {type(value).__name__}"
+    if not isinstance(value.text, str):
+        return f"text must be a string, got {type(value.text).__name__}"
+    for i, image in enumerate(value.images):
+        if not isinstance(image, Image):
+            return f"images[{i}] must be an Image, got {type(image).__name__}"
+        if not isinstance(image.data, bytes | bytearray) or not image.data:
+            return f"images[{i}]: data must be non-empty bytes"
+        if not isinstance(image.mime, str) or ImageMediaType.from_mime(image.mime) is None:
+            return f"images[{i}]: {image.mime!r} is not an image type (png, jpeg, gif, webp, bmp)"
+    return None
 
 
 class AgentFrame(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,6 +177,61 @@ def _resolve_store(store: SessionStore | str | None) -> SessionStore:
     return store
 
 
+def _is_attachment_store(value: object) -> bool:
+    return value is not None and not isinstance(value, str)
+
+
+def _resolve_attachments(
+    attachments: AttachmentStore | str | None,
+    manifest: AttachmentManifest | None,
+    store: SessionStore,
+) -> tuple[AttachmentStore, AttachmentManifest]:
+    """The attachment store and manifest: given, from a URL, or beside the session store."""
+    from .attachments import (
+        FileAttachmentStore,
+        MemoryAttachmentManifest,
+        MemoryAttachmentStore,
+        SqliteAttachmentManifest,
+        SqliteAttachmentStore,
+    )
+    from .store.sqlite import SqliteStore
+
+    if attachments is None:
+        if isinstance(store, SqliteStore):
+            home = store.path.parent
+            attachments = FileAttachmentStore(home / "attachments")
+            manifest = manifest or SqliteAttachmentManifest(home / "attachments-manifest.sqlite3")
+        else:
+            attachments = MemoryAttachmentStore()
+    elif isinstance(attachments, str):
+        url = attachments
+        if url == "memory://":
+            attachments = MemoryAttachmentStore()
+        elif url.startswith("file:///") and len(url) > len("file:///"):
+            root = Path(url[len("file:///") :])
+            attachments = FileAttachmentStore(root)
+            manifest = manifest or SqliteAttachmentManifest(root / "manifest.sqlite3")
+        elif url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+            path = Path(url[len("sqlite:///") :])
+            attachments = SqliteAttachmentStore(path)
+            manifest = manifest or SqliteAttachmentManifest(path.with_name(path.name + ".manifest"))
+        else:
+            raise ConfigError(
+                f"attachments {url!r}: use 'memory://', 'file:///dir', 'sqlite:///file' "
+                "or pass an attachment store"
+            )
+    else:
+        for attr in ("put", "get", "tier"):
+            if not hasattr(attachments, attr):
+                raise ConfigError(
+                    f"attachments {type(attachments).__name__} has no {attr!r}; "
+                    "it is not an attachment store"
+                )
+    if manifest is None:
+        manifest = MemoryAttachmentManifest()
+    return attachments, manifest
+
+
 class LashCore:
     """Everything sessions share: provider, model, tools, prompt, store and effect host.
 
@@ -160,13 +249,14 @@ class LashCore:
         instructions: str | None = None,
         plugins: Sequence[Plugin] = (),
         store: SessionStore | str | None = None,
-        attachments: Any = None,
+        attachments: AttachmentStore | str | None = None,
         effect_host: EffectHost | None = None,
         max_turns: int | None = None,
         trace: TraceSink | str | Path | None = None,
         generation: GenerationOptions | None = None,
         frames: Mapping[str, AgentFrame] | None = None,
         max_frame_switches: int = 8,
+        attachment_manifest: AttachmentManifest | None = None,
     ) -> None:
         if not callable(getattr(provider, "complete", None)):
             raise ConfigError(f"provider {provider!r} has no complete() method")
@@ -174,8 +264,6 @@ class LashCore:
             raise ConfigError(f"model must be a non-blank string, got {model!r}")
         if max_turns is not None and (not isinstance(max_turns, int) or max_turns < 1):
             raise ConfigError(f"max_turns must be a positive integer, got {max_turns!r}")
-        if attachments:
-            raise ConfigError("attachments= is not supported in this version yet")
         try:
             self.plugins = PluginHost.build(plugins)
         except PluginError as exc:
@@ -195,17 +283,14 @@ class LashCore:
         self.instructions = instructions
         self.store = _resolve_store(store)
         self._owns_store = isinstance(store, str) or store is None
+        self.attachments, self.attachment_manifest = _resolve_attachments(
+            attachments, attachment_manifest, self.store
+        )
+        self._owns_attachments = not _is_attachment_store(attachments)
         self.effect_host: EffectHost = effect_host or InlineEffectHost()
         self.max_turns = max_turns
         self.generation = generation or GenerationOptions()
-        if (
-            self.effect_host.tier is DurabilityTier.DURABLE
-            and self.store.tier is not DurabilityTier.DURABLE
-        ):
-            raise ConfigError(
-                "a durable effect host needs a durable store: the store "
-                f"({type(self.store).__name__}) is inline"
-            )
+        self._check_tiers()
         if max_frame_switches < 0:
             raise ConfigError(f"max_frame_switches must be >= 0, got {max_frame_switches}")
         self.max_frame_switches = max_frame_switches
@@ -223,6 +308,27 @@ class LashCore:
             except ToolDefinitionError as exc:
                 raise ConfigError(f"frame {frame_id!r}: {exc}") from exc
             self._frames[frame_id] = _FrameSetup(frame, registry)
+
+    def _check_tiers(self) -> None:
+        """Durability comes from the wiring: every durable part needs durable peers."""
+        attachments_tier = (
+            DurabilityTier.DURABLE
+            if self.attachments.tier is DurabilityTier.DURABLE
+            and self.attachment_manifest.tier is DurabilityTier.DURABLE
+            else DurabilityTier.INLINE
+        )
+        needs = []
+        if self.effect_host.tier is DurabilityTier.DURABLE:
+            needs.append(("a durable effect host", "store", self.store.tier))
+            needs.append(("a durable effect host", "attachments", attachments_tier))
+        if self.store.tier is DurabilityTier.DURABLE:
+            needs.append(("a durable store", "attachments", attachments_tier))
+        for who, facet, tier in needs:
+            if tier is not DurabilityTier.DURABLE:
+                raise ConfigError(
+                    f"{who} needs durable peers: the {facet} facet is inline "
+                    f"(durable_store_required:{facet})"
+                )
 
     @property
     def frame_ids(self) -> frozenset[str]:
@@ -259,9 +365,12 @@ class LashCore:
         return setup._config
 
     async def aclose(self) -> None:
-        """Close the store if this core opened it from a URL."""
+        """Close the stores this core opened from URLs or defaults."""
         if self._owns_store:
             await self.store.aclose()
+        if self._owns_attachments:
+            await self.attachments.aclose()
+            await self.attachment_manifest.aclose()
 
     async def __aenter__(self) -> LashCore:
         return self
@@ -331,6 +440,9 @@ class Session:
         self._busy = False
         self._closed = False
         self._queue = WorkQueue()
+        self._attachments = SessionAttachments(
+            core.attachments, core.attachment_manifest, session_id
+        )
 
     @classmethod
     async def open(cls, core: LashCore, session_id: str) -> Session:
@@ -381,13 +493,21 @@ class Session:
         self._closed = True
 
     def turn(
-        self, input: str, *, cancel: CancelToken | None = None, turn_id: str | None = None
+        self,
+        input: str | TurnInput,
+        *,
+        cancel: CancelToken | None = None,
+        turn_id: str | None = None,
     ) -> Turn:
         """Prepare a turn; run it with ``await turn.run()`` or ``turn.stream()``."""
         return Turn(self, input, cancel=cancel, turn_id=turn_id)
 
     async def run(
-        self, input: str, *, cancel: CancelToken | None = None, turn_id: str | None = None
+        self,
+        input: str | TurnInput,
+        *,
+        cancel: CancelToken | None = None,
+        turn_id: str | None = None,
     ) -> TurnResult:
         """Run one turn to its committed result."""
         return await self.turn(input, cancel=cancel, turn_id=turn_id).run()
@@ -404,15 +524,22 @@ class Session:
         guard: Turn | None = None,
     ) -> TurnResult:
         core = self.core
-        if not isinstance(input, str):
-            return self._invalid_input(
-                turn_id, f"turn input must be a string, got {type(input).__name__}"
-            )
+        problem = _input_problem(input)
+        if problem is not None:
+            return self._invalid_input(turn_id, problem)
+        turn_input = input if isinstance(input, TurnInput) else TurnInput(text=str(input))
         turn_index = self._turn_index + 1
-        inputs = [user_message(f"{turn_id}.in", input)]
+        try:
+            inputs = [await self._input_message(f"{turn_id}.in", turn_input)]
+        except Exception as exc:
+            message = f"could not store the input's images: {type(exc).__name__}: {exc}"
+            return self._ended_early(
+                turn_id, StopReason.RUNTIME_ERROR, message, "runtime", "attachment_store_failed"
+            )
+        text = turn_input.text
         hooks = core.plugins.parts.before_turn_hooks
         if hooks:
-            stop = await self._before_turn(hooks, turn_id, turn_index, input, inputs)
+            stop = await self._before_turn(hooks, turn_id, turn_index, text, inputs)
             if stop is not None:
                 return stop
         await core.plugins.emit(TurnStartedEvent(session_id=self.id, turn_id=turn_id))
@@ -473,6 +600,11 @@ class Session:
             usage=usage_rows,
             frame_id=next_frame,
         )
+        refs = [p.attachment for m in committed for p in m.parts if p.attachment is not None]
+        if refs:
+            # Before the turn commit: a crash between the two leaves bytes the sweep
+            # may delete later, never a committed reference without its bytes.
+            await self._attachments.commit(refs)
         stamp = TurnStamp(session_id=self.id, turn_id=turn_id, commit_hash=commit_hash(commit))
         commit = msgspec.structs.replace(commit, stamp=stamp)
         landing = asyncio.ensure_future(core.store.commit(commit))
@@ -505,6 +637,16 @@ class Session:
             TurnFinishedEvent(session_id=self.id, turn_id=turn_id, result=turn_result)
         )
         return turn_result
+
+    async def _input_message(self, message_id: str, turn_input: TurnInput) -> Message:
+        """The user message for a turn's input; images are stored first (intent, then bytes)."""
+        parts: list[Part] = []
+        if turn_input.text or not turn_input.images:
+            parts.append(Part(id="", kind=PartKind.TEXT, content=turn_input.text))
+        for image in turn_input.images:
+            ref = await self._attachments.put(bytes(image.data), mime=image.mime, label=image.label)
+            parts.append(Part(id="", kind=PartKind.IMAGE, attachment=ref))
+        return Message(id=message_id, role=Role.USER, parts=renumber_parts(message_id, parts))
 
     def _record(
         self,

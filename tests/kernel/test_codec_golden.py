@@ -437,3 +437,9 @@ def test_tool_values_with_attachments_survive_the_wire_exactly() -> None:
     assert back == output
     assert back.value == {"shot": IMAGE, "$lash_tool_value": "user data", "n": [1.5]}
     assert isinstance(back.value["shot"], AttachmentRef)
+
+
+@pytest.mark.parametrize("bad", ["a" * 64 + "\n", "A" * 64, "a" * 63, "a" * 65, "g" * 64, ""])
+def test_attachment_ids_must_be_exactly_64_lowercase_hex(bad: str) -> None:
+    with pytest.raises(ValueError, match="SHA-256"):
+        AttachmentRef(id=bad, mime="image/png", byte_len=1)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from lash.attachments import MemoryAttachmentManifest, MemoryAttachmentStore
 from lash.runtime.effects import (
     DurabilityTier,
     EffectController,
@@ -106,3 +107,27 @@ class DurableMemoryStore(MemoryStore):
     @property
     def tier(self) -> DurabilityTier:
         return DurabilityTier.DURABLE
+
+
+class DurableMemoryAttachments(MemoryAttachmentStore):
+    """Memory attachments claiming the durable tier (tests of durable wiring only)."""
+
+    @property
+    def tier(self) -> DurabilityTier:
+        return DurabilityTier.DURABLE
+
+
+class DurableMemoryManifest(MemoryAttachmentManifest):
+    """A memory manifest claiming the durable tier (tests of durable wiring only)."""
+
+    @property
+    def tier(self) -> DurabilityTier:
+        return DurabilityTier.DURABLE
+
+
+def durable_attachments() -> dict[str, Any]:
+    """``LashCore`` keyword arguments for attachments that report the durable tier."""
+    return {
+        "attachments": DurableMemoryAttachments(),
+        "attachment_manifest": DurableMemoryManifest(),
+    }

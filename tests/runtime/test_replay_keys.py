@@ -11,7 +11,13 @@ from typing import Any
 
 import msgspec
 import pytest
-from runtime_support import DurableMemoryStore, RecordingController, RecordingHost, run
+from runtime_support import (
+    DurableMemoryStore,
+    RecordingController,
+    RecordingHost,
+    durable_attachments,
+    run,
+)
 
 from lash import LashCore, tool
 from lash.kernel.codec import canonical_hash
@@ -548,6 +554,7 @@ async def _durable_turn(controller: RecordingController, provider: ScriptedProvi
         tools=[t],
         effect_host=RecordingHost(controller),
         store=DurableMemoryStore(),
+        **durable_attachments(),
     )
     async with core.session("s1") as session:
         return await session.run("hi", turn_id="t1")

@@ -6,11 +6,18 @@ Each test drives ``LashCore`` → ``core.session(id)`` → ``session.run`` /
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from runtime_support import DurableMemoryStore, RecordingController, RecordingHost, run
+from runtime_support import (
+    DurableMemoryStore,
+    RecordingController,
+    RecordingHost,
+    durable_attachments,
+    run,
+)
 
 from lash import (
     CancelToken,
@@ -703,13 +710,14 @@ def test_invalid_input_stops_the_turn_and_changes_nothing(bad_input: Any) -> Non
             result = await session.run(bad_input, turn_id="bad")
             assert result.outcome == Stopped(
                 reason=StopReason.INVALID_INPUT,
-                message=f"turn input must be a string, got {type(bad_input).__name__}",
+                message="turn input must be a string or a TurnInput, got "
+                f"{type(bad_input).__name__}",
             )
             assert _errors(result) == [
                 (
                     "input_validation",
                     "invalid_turn_input",
-                    f"turn input must be a string, got {type(bad_input).__name__}",
+                    f"turn input must be a string or a TurnInput, got {type(bad_input).__name__}",
                 )
             ]
             assert result.messages == ()
@@ -810,7 +818,10 @@ class _DurableHost:
         ({"store": "sqlite:///"}, "store 'sqlite:///': name a directory"),
         ({"store": "redis://localhost"}, "the 'redis' backend is not available"),
         ({"store": object()}, "it is not a store"),
-        ({"effect_host": _DurableHost()}, "a durable effect host needs a durable store"),
+        (
+            {"effect_host": _DurableHost()},
+            "a durable effect host needs durable peers: the store facet is inline",
+        ),
         ({"plugins": [object()]}, "a plugin needs a non-blank string id"),
         ({"max_turns": 0}, "max_turns must be a positive integer, got 0"),
     ],
@@ -821,14 +832,23 @@ def test_config_errors_are_raised_before_any_turn(options: dict[str, Any], messa
         LashCore(**kwargs)
 
 
-def test_a_durable_host_over_a_durable_store_is_accepted() -> None:
+def test_a_durable_host_needs_a_durable_store_and_durable_attachments(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"the attachments facet is inline"):
+        LashCore(
+            provider=ScriptedProvider([]),
+            model="m",
+            effect_host=_DurableHost(),
+            store=DurableMemoryStore(),
+        )
     core = LashCore(
         provider=ScriptedProvider([]),
         model="m",
         effect_host=_DurableHost(),
         store=DurableMemoryStore(),
+        attachments=f"file:///{tmp_path / 'attachments'}",
     )
     assert core.effect_host.tier is DurabilityTier.DURABLE
+    assert core.attachments.tier is DurabilityTier.DURABLE
 
 
 @pytest.mark.parametrize("session_id", ["", "  "])
@@ -917,7 +937,12 @@ def test_a_raising_durable_controller_raises_so_the_engine_can_replay() -> None:
     async def body() -> None:
         controller = RecordingController(tier=DurabilityTier.DURABLE, hook=reject)
         store = DurableMemoryStore()
-        core, _ = _core([Reply(text="x")], effect_host=RecordingHost(controller), store=store)
+        core, _ = _core(
+            [Reply(text="x")],
+            effect_host=RecordingHost(controller),
+            store=store,
+            **durable_attachments(),
+        )
         async with core.session("s1") as session:
             with pytest.raises(EffectHostError, match="suspended: waiting for the journal"):
                 await session.run("hi", turn_id="t1")

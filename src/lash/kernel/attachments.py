@@ -49,7 +49,7 @@ def media_type_from_mime(mime: str) -> str:
 
 def is_content_id(value: str) -> bool:
     """True when ``value`` is a lowercase hex SHA-256 digest (an attachment id)."""
-    return bool(_CONTENT_ID.match(value))
+    return bool(_CONTENT_ID.fullmatch(value))
 
 
 class AttachmentRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
