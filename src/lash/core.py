@@ -528,6 +528,14 @@ class Session:
         if problem is not None:
             return self._invalid_input(turn_id, problem)
         turn_input = input if isinstance(input, TurnInput) else TurnInput(text=str(input))
+        frame_id = self._frame_id
+        try:
+            setup = core._frame(frame_id)
+            config = core.machine_config(frame_id)
+        except ConfigError as exc:
+            return self._ended_early(
+                turn_id, StopReason.RUNTIME_ERROR, str(exc), "runtime", "unknown_agent_frame"
+            )
         turn_index = self._turn_index + 1
         try:
             inputs = [await self._input_message(f"{turn_id}.in", turn_input)]
@@ -543,14 +551,6 @@ class Session:
             if stop is not None:
                 return stop
         await core.plugins.emit(TurnStartedEvent(session_id=self.id, turn_id=turn_id))
-        frame_id = self._frame_id
-        try:
-            setup = core._frame(frame_id)
-            config = core.machine_config(frame_id)
-        except ConfigError as exc:
-            return self._ended_early(
-                turn_id, StopReason.RUNTIME_ERROR, str(exc), "runtime", "unknown_agent_frame"
-            )
         machine = TurnMachine(
             config,
             self._history,

@@ -130,6 +130,7 @@ from .plugins import (
     CheckpointContext,
     EnqueueMessages,
     PluginHost,
+    Projector,
     ReplaceToolArgs,
     ShortCircuit,
     ToolHookContext,
@@ -148,7 +149,6 @@ from .trace import (
 )
 
 ActivitySink = Callable[[TurnActivity], Awaitable[None]]
-Projector = Callable[[ToolOutput], tuple[Any, ...]]
 
 
 _NO_USAGE = LlmUsage()
