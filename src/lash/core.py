@@ -165,11 +165,20 @@ def _resolve_store(store: SessionStore | str | None) -> SessionStore:
         from .store.sqlite import SqliteStore
 
         return SqliteStore(path)
+    if isinstance(store, str) and store.startswith(("postgresql://", "postgres://")):
+        try:
+            from .store.postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigError(
+                f"store {store.split('@')[-1]!r}: PostgreSQL needs the postgres extra "
+                "(pip install 'lash-runtime[postgres]')"
+            ) from exc
+        return PostgresStore(store)
     if isinstance(store, str):
         scheme = store.split("://", 1)[0] if "://" in store else store
         raise ConfigError(
             f"store {store!r}: the {scheme!r} backend is not available in this version; "
-            "use 'memory://', 'sqlite:///dir' or pass a store object"
+            "use 'memory://', 'sqlite:///dir', 'postgresql://...' or pass a store object"
         )
     for attr in ("load", "commit", "tier"):
         if not hasattr(store, attr):

@@ -99,6 +99,22 @@ class TurnCommitConflict(StoreError):
         self.stamp = stamp
 
 
+class StoreSchemaError(StoreError):
+    """A database holds a schema this library does not read; it was left untouched.
+
+    ``location`` names the database (a file, a PostgreSQL schema); ``found`` and
+    ``expected`` are the schema versions.
+    """
+
+    def __init__(
+        self, location: str, message: str, *, found: str | None = None, expected: int
+    ) -> None:
+        super().__init__(f"{location}: {message}")
+        self.location = location
+        self.found = found
+        self.expected = expected
+
+
 class StoreCorruptError(StoreError):
     """A stored row could not be decoded; names the session, table, row and JSON path."""
 
@@ -116,9 +132,17 @@ class StoreCorruptError(StoreError):
 
 
 def check_session_id(session_id: object) -> str:
-    """``session_id`` if it is a non-blank string, else ``ValueError``."""
+    """``session_id`` if it is a non-blank string every backend can store, else ``ValueError``."""
     if not isinstance(session_id, str) or not session_id.strip():
         raise ValueError(f"session id must be a non-blank string, got {session_id!r}")
+    if "\x00" in session_id:
+        raise ValueError(f"session id must not contain NUL characters, got {session_id!r}")
+    try:
+        session_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"session id must be valid Unicode text (no lone surrogates), got {session_id!r}"
+        ) from None
     return session_id
 
 

@@ -32,6 +32,7 @@ from .base import (
     StoreCorruptError,
     StoredSession,
     StoreError,
+    StoreSchemaError,
     TurnCommitConflict,
     UsageRow,
     check_commit,
@@ -91,16 +92,6 @@ _SCHEMA = (
         PRIMARY KEY (sid, turn_id)
     ) WITHOUT ROWID""",
 )
-
-
-class StoreSchemaError(StoreError):
-    """The database holds a schema this library does not read; it was left untouched."""
-
-    def __init__(self, path: Path, message: str, *, found: str | None = None) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        self.found = found
-        self.expected = SCHEMA_VERSION
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -284,16 +275,19 @@ class SqliteStore:
                     raise
             if found != str(SCHEMA_VERSION):
                 raise StoreSchemaError(
-                    self._file,
+                    str(self._file),
                     f"schema version {found!r} is not supported "
                     f"(this library reads version {SCHEMA_VERSION}); the file was not changed",
                     found=found,
+                    expected=SCHEMA_VERSION,
                 )
             self._enable_wal(conn)
         except sqlite3.OperationalError as exc:  # busy beyond the timeout, I/O trouble
             raise StoreError(f"{self._file}: cannot open: {exc}") from exc
         except sqlite3.DatabaseError as exc:  # e.g. "file is not a database"
-            raise StoreSchemaError(self._file, f"not a usable lash store: {exc}") from exc
+            raise StoreSchemaError(
+                str(self._file), f"not a usable lash store: {exc}", expected=SCHEMA_VERSION
+            ) from exc
         # In WAL mode, NORMAL syncs the WAL only at checkpoints, not at each commit.
         # That is safe: a commit is durable against any *process* crash (the WAL
         # frames are in the OS page cache), and a power loss can drop only the
@@ -313,12 +307,16 @@ class SqliteStore:
             return None
         if "meta" not in names:
             raise StoreSchemaError(
-                self._file, "the database holds tables but no lash schema version; not touching it"
+                str(self._file),
+                "the database holds tables but no lash schema version; not touching it",
+                expected=SCHEMA_VERSION,
             )
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             raise StoreSchemaError(
-                self._file, "the meta table has no schema_version; not touching it"
+                str(self._file),
+                "the meta table has no schema_version; not touching it",
+                expected=SCHEMA_VERSION,
             )
         return str(row[0])
 

@@ -1,0 +1,626 @@
+"""The shared PostgreSQL store (Durable tier), on psycopg 3 with an async connection pool.
+
+One PostgreSQL schema holds many sessions and is shared by any number of
+worker processes. A commit is one transaction that first locks the session's
+head row (``SELECT ... FOR UPDATE``), so commits to one session are serialized
+while commits to different sessions run in parallel; the stamp check, the
+revision compare-and-set and the appends then run under that lock. Statements
+are pipelined and the writes are one statement: a commit to an existing session
+costs two network round trips (lock and read; write and ``COMMIT``), a
+session's first commit three. Loads read one ``REPEATABLE READ`` snapshot.
+
+Messages are stored exactly as the SQLite store stores them, in a ``bytea``
+column: compact JSON without derivable part ids, zlib-compressed when that
+saves space. ``bytea`` rather than ``jsonb`` because the compressed form is
+binary, the server need not parse JSON it never queries, and ``jsonb`` takes
+more room than compressed text; a row is plain JSON exactly when its first byte
+is ``{`` (a zlib stream never starts with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from types import TracebackType
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ..kernel.codec import encode
+from ..kernel.llm import LlmUsage
+from ..kernel.messages import Message
+from ..runtime.effects import DurabilityTier
+from .base import (
+    CommitResult,
+    HeadRevisionConflict,
+    RuntimeCommit,
+    StoreCorruptError,
+    StoredSession,
+    StoreError,
+    StoreSchemaError,
+    TurnCommitConflict,
+    UsageRow,
+    check_commit,
+    check_session_id,
+)
+from .sqlite import _decode_message, _decode_row, _encode_message, _pack
+
+__all__ = ["SCHEMA_VERSION", "PostgresSchemaError", "PostgresStore"]
+
+SCHEMA_VERSION = 1
+"""The schema version this module writes and reads; other versions are refused."""
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_BEGIN_SNAPSHOT = b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+_LOCK_CLASS = 0x6C617368
+"""The first key ("lash") of the advisory lock that serializes schema creation."""
+
+_DDL: tuple[LiteralString, ...] = (
+    """CREATE TABLE {s}.meta (
+        key text PRIMARY KEY,
+        value text NOT NULL
+    )""",
+    # ``sid`` is a compact surrogate key, so message rows never repeat the session id.
+    """CREATE TABLE {s}.sessions (
+        sid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        session_id text NOT NULL UNIQUE,
+        revision bigint NOT NULL CHECK (revision > 0),
+        turn_index bigint NOT NULL,
+        iteration bigint NOT NULL,
+        frame_id text
+    )""",
+    # Append-only: a commit inserts its messages at the next ``seq``, never rewrites.
+    """CREATE TABLE {s}.messages (
+        sid bigint NOT NULL REFERENCES {s}.sessions (sid),
+        seq bigint NOT NULL,
+        message_json bytea NOT NULL,
+        PRIMARY KEY (sid, seq)
+    )""",
+    # One row per (session, source, model), summed on upsert; ``usage_id`` keeps
+    # first-seen order, as the in-memory store does.
+    """CREATE TABLE {s}.usage (
+        usage_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        sid bigint NOT NULL REFERENCES {s}.sessions (sid),
+        source text NOT NULL,
+        model text NOT NULL,
+        usage_json text NOT NULL,
+        UNIQUE (sid, source, model)
+    )""",
+    """CREATE TABLE {s}.turn_stamps (
+        sid bigint NOT NULL REFERENCES {s}.sessions (sid),
+        turn_id text NOT NULL,
+        commit_hash bytea NOT NULL,
+        revision bigint NOT NULL,
+        PRIMARY KEY (sid, turn_id)
+    )""",
+)
+
+
+class PostgresSchemaError(StoreSchemaError):
+    """The PostgreSQL schema holds something this library does not read; it was left untouched."""
+
+    def __init__(self, schema: str, message: str, *, found: str | None = None) -> None:
+        super().__init__(
+            f"PostgreSQL schema {schema!r}", message, found=found, expected=SCHEMA_VERSION
+        )
+        self.schema = schema
+
+
+class _Statements:
+    """Every statement of one schema, rendered once; values are always parameters."""
+
+    def __init__(self, schema: str) -> None:
+        ident = sql.Identifier(schema)
+
+        def q(text: LiteralString) -> bytes:
+            return sql.SQL(text).format(s=ident).as_bytes(None)
+
+        self.ddl = tuple(q(d) for d in _DDL)
+        self.create_schema = q("CREATE SCHEMA {s}")
+        self.read_version = q("SELECT value FROM {s}.meta WHERE key = 'schema_version'")
+        self.write_version = q("INSERT INTO {s}.meta (key, value) VALUES ('schema_version', %s)")
+        # commit, round 1: lock the head, then (a later statement, so a fresh
+        # snapshot taken after the lock) read the stamp, last seq and prior usage.
+        self.lock = q("SELECT sid, revision FROM {s}.sessions WHERE session_id = %s FOR UPDATE")
+        self.info = q(
+            "SELECT (SELECT max(m.seq) FROM {s}.messages m WHERE m.sid = h.sid),"
+            " t.commit_hash, t.revision,"
+            " (SELECT array_agg(ARRAY[u.source, u.model, u.usage_json]) FROM {s}.usage u"
+            "  WHERE u.sid = h.sid"
+            "  AND (u.source, u.model) IN (SELECT * FROM unnest(%s::text[], %s::text[])))"
+            " FROM {s}.sessions h"
+            " LEFT JOIN {s}.turn_stamps t ON t.sid = h.sid AND t.turn_id = %s"
+            " WHERE h.session_id = %s"
+        )
+        self.create = q(
+            "INSERT INTO {s}.sessions (session_id, revision, turn_index, iteration, frame_id)"
+            " VALUES (%s, 1, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING RETURNING sid"
+        )
+        # commit, round 2: every write in one statement; returns the rows written.
+        self.write = q(
+            "WITH bump AS ("
+            "  UPDATE {s}.sessions SET revision = %(revision)s, turn_index = %(turn_index)s,"
+            "  iteration = %(iteration)s, frame_id = %(frame_id)s"
+            "  WHERE sid = %(sid)s AND %(bump)s RETURNING 1"
+            "), appended AS ("
+            "  INSERT INTO {s}.messages (sid, seq, message_json)"
+            "  SELECT %(sid)s, %(next_seq)s::bigint + u.o - 1, u.m"
+            "  FROM unnest(%(blobs)b::bytea[]) WITH ORDINALITY AS u(m, o) RETURNING 1"
+            "), summed AS ("
+            "  INSERT INTO {s}.usage (sid, source, model, usage_json)"
+            "  SELECT %(sid)s, u.source, u.model, u.j"
+            "  FROM unnest(%(sources)s::text[], %(models)s::text[], %(usage)s::text[])"
+            "  WITH ORDINALITY AS u(source, model, j, o) ORDER BY u.o"
+            "  ON CONFLICT (sid, source, model) DO UPDATE SET usage_json = excluded.usage_json"
+            "  RETURNING 1"
+            "), stamped AS ("
+            "  INSERT INTO {s}.turn_stamps (sid, turn_id, commit_hash, revision)"
+            "  SELECT %(sid)s, %(turn_id)s, %(commit_hash)b, %(revision)s"
+            "  WHERE %(turn_id)s::text IS NOT NULL RETURNING 1"
+            ") SELECT (SELECT count(*) FROM bump) + (SELECT count(*) FROM appended)"
+            " + (SELECT count(*) FROM summed) + (SELECT count(*) FROM stamped)"
+        )
+        # load: one REPEATABLE READ snapshot
+        self.head = q(
+            "SELECT revision, turn_index, iteration, frame_id"
+            " FROM {s}.sessions WHERE session_id = %s"
+        )
+        self.messages = q(
+            "SELECT m.seq, m.message_json"
+            " FROM {s}.messages m JOIN {s}.sessions h ON h.sid = m.sid"
+            " WHERE h.session_id = %s ORDER BY m.seq"
+        )
+        self.usage = q(
+            "SELECT u.source, u.model, u.usage_json"
+            " FROM {s}.usage u JOIN {s}.sessions h ON h.sid = u.sid"
+            " WHERE h.session_id = %s ORDER BY u.usage_id"
+        )
+
+
+class PostgresStore:
+    """A durable session store in one PostgreSQL schema, shared by many workers.
+
+    ``url`` is a libpq URL or conninfo string (``postgresql://user@host/db``).
+    The store creates its tables on ``open()`` (or on first use) and refuses a
+    schema written by another version. Commits to one session are serialized by
+    a row lock, so of several commits at one revision, from any number of
+    processes, exactly one wins. The pool is bound to the event loop that opens
+    it; close with ``aclose()`` or use ``async with``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "lash",
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout: float = 30.0,
+    ) -> None:
+        if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(
+                f"schema must be a lowercase SQL identifier ([a-z_][a-z0-9_]*, "
+                f"at most 63 characters), got {schema!r}"
+            )
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise ValueError(
+                f"need 0 <= min_size <= max_size, max_size >= 1; got {min_size}, {max_size}"
+            )
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise ValueError(f"not a PostgreSQL URL or conninfo string: {exc}") from None
+        # Keep only what identifies the server, never a password, for repr and errors.
+        self._where = " ".join(
+            f"{k}={params[k]}" for k in ("host", "port", "dbname", "user") if params.get(k)
+        )
+        self._url = url
+        self._schema = schema
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._sql = _Statements(schema)
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._opening: asyncio.Lock | None = None
+        self._closed = False
+        self._rows_written = 0
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        schema: str = "lash",
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout: float = 30.0,
+    ) -> PostgresStore:
+        """Make a store and ``open()`` it."""
+        store = cls(url, schema=schema, min_size=min_size, max_size=max_size, timeout=timeout)
+        await store.open()
+        return store
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def tier(self) -> DurabilityTier:
+        """Durable: a commit is durable once ``commit()`` returns."""
+        return DurabilityTier.DURABLE
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding this store's tables."""
+        return self._schema
+
+    @property
+    def rows_written(self) -> int:
+        """Rows this store's commits have inserted or updated (a diagnostic)."""
+        return self._rows_written
+
+    async def open(self) -> None:
+        """Check or create the schema and open the pool; idempotent."""
+        if self._pool is not None:
+            return
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is not None:
+                return
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, connect_timeout=max(2, int(self._timeout))
+                )
+            except psycopg.Error as exc:
+                raise StoreError(f"{self!r}: cannot connect: {exc}") from exc
+            try:
+                await self._prepare(conn)
+            except psycopg.Error as exc:
+                raise StoreError(f"{self!r}: cannot prepare the schema: {exc}") from exc
+            finally:
+                await conn.close()
+            pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+                self._url,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                kwargs={"autocommit": True},
+                timeout=self._timeout,
+                name=f"lash-{self._schema}",
+                open=False,
+            )
+            try:
+                await pool.open(wait=True, timeout=self._timeout)
+            except PoolTimeout as exc:
+                await pool.close()
+                raise StoreError(f"{self!r}: cannot open the connection pool: {exc}") from exc
+            if self._closed:  # closed while opening
+                await pool.close()
+                raise StoreError(f"{self!r} is closed")
+            self._pool = pool
+
+    async def load(self, session_id: str) -> StoredSession | None:
+        """The stored session, or None; a row that fails to decode is a ``StoreCorruptError``."""
+        _check_text("session id", check_session_id(session_id))
+        q = self._sql
+        try:
+            async with self._transaction(_BEGIN_SNAPSHOT) as conn:
+                head_cur = conn.cursor(binary=True)
+                message_cur = conn.cursor(binary=True)
+                usage_cur = conn.cursor(binary=True)
+                await head_cur.execute(q.head, (session_id,))
+                await message_cur.execute(q.messages, (session_id,))
+                await usage_cur.execute(q.usage, (session_id,))
+                head = await head_cur.fetchone()
+                message_rows = await message_cur.fetchall()
+                usage_rows = await usage_cur.fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"session {session_id!r}: load failed: {exc}") from exc
+        if head is None:
+            return None
+        messages = tuple(_decode_stored(session_id, seq, data) for seq, data in message_rows)
+        usage = tuple(
+            UsageRow(
+                source=source,
+                model=model,
+                usage=_decode_row(session_id, "usage", f"{source}/{model}", data, LlmUsage),
+            )
+            for source, model, data in usage_rows
+        )
+        return StoredSession(
+            session_id=session_id,
+            revision=head[0],
+            messages=messages,
+            turn_index=head[1],
+            iteration=head[2],
+            frame_id=head[3],
+            usage=usage,
+        )
+
+    async def commit(self, commit: RuntimeCommit) -> CommitResult:
+        """Apply one commit in one transaction (see ``SessionStore.commit``)."""
+        check_commit(commit)
+        _check_text("session id", commit.session_id)
+        if commit.frame_id is not None:
+            _check_text("frame id", commit.frame_id)
+        if commit.stamp is not None:
+            _check_text("turn id", commit.stamp.turn_id)
+        blobs = [_as_bytes(_pack(_encode_message(m))) for m in commit.messages]
+        usage: dict[tuple[str, str], LlmUsage] = {}
+        for row in commit.usage:
+            _check_text("usage source", row.source)
+            _check_text("usage model", row.model)
+            key = (row.source, row.model)
+            prior = usage.get(key)
+            usage[key] = row.usage if prior is None else prior + row.usage
+        tally = _Tally()
+        try:
+            async with self._transaction(b"BEGIN") as conn:
+                result = await self._apply(conn, commit, blobs, usage, tally)
+        except psycopg.Error as exc:
+            turn = f" turn {commit.stamp.turn_id!r}" if commit.stamp is not None else ""
+            outcome = (
+                "if the connection broke while committing it may have landed; "
+                "load the session (or retry a stamped commit) to find out"
+                if isinstance(exc, psycopg.OperationalError)
+                else "it was rolled back"
+            )
+            raise StoreError(
+                f"session {commit.session_id!r}{turn}: commit failed ({outcome}): {exc}"
+            ) from exc
+        self._rows_written += await tally.total()
+        return result
+
+    async def aclose(self) -> None:
+        """Close the pool; idempotent."""
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._pool is not None else "not open"
+        return f"PostgresStore({self._where!r}, schema={self._schema!r}, {state})"
+
+    # ------------------------------------------------------------------ internals
+
+    async def _ready(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        if self._pool is None:
+            await self.open()
+        pool = self._pool
+        if pool is None:
+            raise StoreError(f"{self!r} is closed")
+        return pool
+
+    @asynccontextmanager
+    async def _transaction(self, begin: bytes) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection in one pipelined transaction, committed unless the body raises.
+
+        BEGIN and COMMIT are sent as plain statements in the pipeline, so they
+        ride along with the body's statements instead of costing round trips.
+        """
+        pool = await self._ready()
+        async with pool.connection() as conn:
+            try:
+                async with conn.pipeline():
+                    await conn.execute(begin)
+                    yield conn
+                    await conn.execute(b"COMMIT")
+            except Exception:
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    with suppress(psycopg.Error):  # a broken connection: the pool drops it
+                        await conn.execute(b"ROLLBACK")
+                raise
+
+    async def _prepare(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        # Check the version before anything that could write, so a schema we do
+        # not understand is left exactly as it was.
+        found = await self._read_version(conn)
+        if found is None:
+            async with conn.transaction():
+                # DDL is transactional; the lock makes concurrent first opens wait
+                # for one creator instead of racing on the catalog.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, self._schema)
+                )
+                found = await self._read_version(conn)
+                if found is None:
+                    cur = await conn.execute(
+                        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self._schema,)
+                    )
+                    if await cur.fetchone() is None:
+                        await conn.execute(self._sql.create_schema)
+                    for ddl in self._sql.ddl:
+                        await conn.execute(ddl)
+                    await conn.execute(self._sql.write_version, (str(SCHEMA_VERSION),))
+                    found = str(SCHEMA_VERSION)
+        if found != str(SCHEMA_VERSION):
+            raise PostgresSchemaError(
+                self._schema,
+                f"schema version {found!r} is not supported "
+                f"(this library reads version {SCHEMA_VERSION}); nothing was changed",
+                found=found,
+            )
+
+    async def _read_version(self, conn: psycopg.AsyncConnection[Any]) -> str | None:
+        """The stored schema version; None for a missing or empty schema; refuses foreign ones."""
+        cur = await conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+            (self._schema,),
+        )
+        names = {row[0] for row in await cur.fetchall()}
+        if not names:
+            return None
+        if "meta" not in names:
+            raise PostgresSchemaError(
+                self._schema, "it holds tables but no lash schema version; not touching it"
+            )
+        cur = await conn.execute(self._sql.read_version)
+        row = await cur.fetchone()
+        if row is None:
+            raise PostgresSchemaError(
+                self._schema, "the meta table has no schema_version; not touching it"
+            )
+        return str(row[0])
+
+    async def _apply(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        commit: RuntimeCommit,
+        blobs: list[bytes],
+        usage: dict[tuple[str, str], LlmUsage],
+        tally: _Tally,
+    ) -> CommitResult:
+        """The commit's statements, inside its pipelined transaction."""
+        q = self._sql
+        session_id = commit.session_id
+        stamp = commit.stamp
+        while True:
+            # Round 1: lock the head row; the read after it (a later statement,
+            # so a fresh snapshot) sees every commit that finished before the lock.
+            lock_cur = conn.cursor(binary=True)
+            info_cur = conn.cursor(binary=True)
+            await lock_cur.execute(q.lock, (session_id,))
+            await info_cur.execute(
+                q.info,
+                (
+                    [k[0] for k in usage],
+                    [k[1] for k in usage],
+                    None if stamp is None else stamp.turn_id,
+                    session_id,
+                ),
+            )
+            head = await lock_cur.fetchone()
+            if head is not None:
+                break
+            # A new session: only a commit that expects none may create it.
+            if commit.expected_revision is not None:
+                raise HeadRevisionConflict(session_id, commit.expected_revision, None)
+            create_cur = conn.cursor(binary=True)
+            await create_cur.execute(
+                q.create, (session_id, commit.turn_index, commit.iteration, commit.frame_id)
+            )
+            created = await create_cur.fetchone()
+            if created is not None:
+                tally.rows += 1
+                await self._write(conn, created[0], 0, 1, commit, blobs, usage, tally, bump=False)
+                return CommitResult(revision=1)
+            # Another worker created it first; lock that row and look again.
+        sid, actual = head
+        info = await info_cur.fetchone()
+        if info is None:  # cannot happen: sessions are never deleted
+            raise StoreError(f"session {session_id!r}: the head row vanished under its lock")
+        last_seq, seen_hash, seen_revision, prior_usage = info
+        # 1. The turn stamp, before the compare-and-set, so a replayed turn that
+        #    rebuilt from an old head can still retry its final commit.
+        if stamp is not None and seen_hash is not None:
+            if bytes(seen_hash) == bytes.fromhex(stamp.commit_hash):
+                return CommitResult(revision=seen_revision, replayed=True)
+            raise TurnCommitConflict(stamp, bytes(seen_hash).hex())
+        # 2. Head-revision compare-and-set, under the row lock.
+        if commit.expected_revision != actual:
+            raise HeadRevisionConflict(session_id, commit.expected_revision, actual)
+        # 3. Sum usage onto the stored rows; a corrupt one aborts the commit.
+        totals = dict(usage)
+        for source, model, data in prior_usage or ():
+            prior = _decode_row(session_id, "usage", f"{source}/{model}", data, LlmUsage)
+            totals[(source, model)] = prior + usage[(source, model)]
+        # 4. Round 2: bump, append, upsert, stamp; the caller's COMMIT rides along.
+        next_seq = 0 if last_seq is None else last_seq + 1
+        revision = actual + 1
+        await self._write(conn, sid, next_seq, revision, commit, blobs, totals, tally, bump=True)
+        return CommitResult(revision=revision)
+
+    async def _write(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        sid: int,
+        next_seq: int,
+        revision: int,
+        commit: RuntimeCommit,
+        blobs: list[bytes],
+        totals: dict[tuple[str, str], LlmUsage],
+        tally: _Tally,
+        *,
+        bump: bool,
+    ) -> None:
+        """Queue the one statement that writes a commit (pipelined: no waiting for a reply)."""
+        stamp = commit.stamp
+        cur = conn.cursor(binary=True)
+        await cur.execute(
+            self._sql.write,
+            {
+                "sid": sid,
+                "bump": bump,
+                "revision": revision,
+                "turn_index": commit.turn_index,
+                "iteration": commit.iteration,
+                "frame_id": commit.frame_id,
+                "next_seq": next_seq,
+                "blobs": blobs,
+                "sources": [k[0] for k in totals],
+                "models": [k[1] for k in totals],
+                "usage": [encode(u).decode() for u in totals.values()],
+                "turn_id": None if stamp is None else stamp.turn_id,
+                "commit_hash": None if stamp is None else bytes.fromhex(stamp.commit_hash),
+            },
+        )
+        tally.counted = cur
+
+
+class _Tally:
+    """Rows one commit wrote: counted in Python, plus what the write statement reports."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.counted: psycopg.AsyncCursor[Any] | None = None
+
+    async def total(self) -> int:
+        row = None if self.counted is None else await self.counted.fetchone()
+        return self.rows + (0 if row is None else int(row[0]))
+
+
+def _as_bytes(data: str | bytes) -> bytes:
+    return data.encode() if isinstance(data, str) else data
+
+
+def _decode_stored(session_id: str, seq: int, data: bytes) -> Message:
+    """A ``messages`` row: plain JSON when it starts with ``{``, else zlib-compressed JSON."""
+    if data[:1] == b"{":
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as exc:
+            raise StoreCorruptError(session_id, "messages", seq, f"not UTF-8 JSON: {exc}") from exc
+        return _decode_message(session_id, seq, text)
+    return _decode_message(session_id, seq, bytes(data))
+
+
+def _check_text(what: str, value: str) -> None:
+    """PostgreSQL ``text`` holds neither NUL nor lone surrogates; refuse them up front."""
+    if "\x00" in value:
+        raise ValueError(
+            f"{what} {value!r} contains a NUL character, which PostgreSQL cannot store"
+        )
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {value!r} is not valid Unicode (a lone surrogate)") from None
