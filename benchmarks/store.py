@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import secrets
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from lash import LashCore, tool
 from lash.kernel.llm import LlmRequest, LlmUsage, ToolResultBlock
@@ -43,11 +46,15 @@ def model(request: LlmRequest) -> Reply:
     )
 
 
-async def run_turns(store: str, turns: int) -> list[float]:
+async def run_turns(store: Any, turns: int, attachments: str | None = None) -> list[float]:
     samples = []
     async with (
         LashCore(
-            provider=ScriptedProvider(model), model="scripted", tools=[add], store=store
+            provider=ScriptedProvider(model),
+            model="scripted",
+            tools=[add],
+            store=store,
+            attachments=attachments,
         ) as core,
         core.session("bench") as session,
     ):
@@ -60,8 +67,45 @@ async def run_turns(store: str, turns: int) -> list[float]:
     return samples
 
 
-def db_bytes(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+async def run_postgres(turns: int) -> list[float] | None:
+    """The same turns on PostgreSQL (a throwaway schema), or None when it is not reachable."""
+    url = os.environ.get("LASH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+        from psycopg import sql
+
+        from lash.store.postgres import PostgresStore
+    except ImportError:
+        print("  postgres: skipped (install the postgres extra)")
+        return None
+    schema = f"lash_bench_{secrets.token_hex(4)}"
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            samples: list[float] = []
+            for name, n in ((f"{schema}_warm", 5), (schema, turns)):
+                store = PostgresStore(url, schema=name)
+                try:
+                    samples = await run_turns(store, n, f"file:///{scratch}")
+                finally:
+                    await store.aclose()
+            return samples
+    except Exception as exc:
+        print(f"  postgres: skipped ({type(exc).__name__}: {exc})")
+        return None
+    finally:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                for name in (schema, f"{schema}_warm"):
+                    conn.execute(
+                        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+                    )
+        except psycopg.Error:
+            pass
+
+
+def db_bytes(directory: Path, name: str) -> int:
+    """Bytes of one SQLite database with its WAL and shared-memory files."""
+    return sum(p.stat().st_size for p in directory.glob(f"{name}*") if p.is_file())
 
 
 async def main(turns: int) -> None:
@@ -71,7 +115,8 @@ async def main(turns: int) -> None:
         data = Path(scratch)
         await run_turns(f"sqlite:///{data / 'warm'}", 5)
         sqlite = await run_turns(f"sqlite:///{data / 'lash'}", turns)
-        size = db_bytes(data / "lash")
+        size = db_bytes(data / "lash", "lash.sqlite3")
+        manifest = db_bytes(data / "lash", "attachments-manifest.sqlite3")
     m, s = statistics.median(memory), statistics.median(sqlite)
     extra = s - m
     print(f"{turns} turns of the workload in one session (2 tool calls + answer per turn)")
@@ -81,11 +126,16 @@ async def main(turns: int) -> None:
     print(f"  sqlite extra: {extra:8.0f} us per turn  (budget {EXTRA_BUDGET_US:.0f} us: {verdict})")
     late, early = statistics.median(sqlite[-20:]), statistics.median(sqlite[20:40])
     print(f"  sqlite growth: turns {turns - 20}-{turns} over 20-40 = {late / early:.2f}x")
+    postgres = await run_postgres(turns)
+    if postgres is not None:
+        p = statistics.median(postgres)
+        print(f"  postgres:     median {p:8.0f} us per turn, extra {p - m:6.0f} us (no budget set)")
     verdict = "within" if size <= SIZE_BUDGET_BYTES else "OVER"
     print(
-        f"  sqlite database after {turns} turns: {size / 1024:.0f} KiB ({size} bytes; "
+        f"  sqlite session database after {turns} turns: {size / 1024:.0f} KiB ({size} bytes; "
         f"budget {SIZE_BUDGET_BYTES} bytes: {verdict})"
     )
+    print(f"  (beside it, the empty attachment manifest: {manifest / 1024:.0f} KiB)")
 
 
 if __name__ == "__main__":
