@@ -8,7 +8,7 @@ would hide a host bug that interleaves two conversations).
 from __future__ import annotations
 
 import asyncio
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -795,6 +795,16 @@ class Session:
         self._busy = True
 
 
+def new_turn_id() -> str:
+    """A fresh turn id: 12 hex digits (48 random bits).
+
+    Every message id of a turn embeds it, so it is kept short; within one
+    session a collision is vanishingly unlikely, and hosts that need stable ids
+    (durable replays) pass their own.
+    """
+    return secrets.token_hex(6)
+
+
 class Turn:
     """A prepared turn: ``await turn.run()`` or ``async with turn.stream() as s``."""
 
@@ -811,7 +821,7 @@ class Turn:
         self._session = session
         self._input = input
         self._cancel = cancel or CancelToken()
-        self._turn_id = turn_id or uuid.uuid4().hex
+        self._turn_id = turn_id or new_turn_id()
         self.cancellable = False
         """True while the turn loop runs; cancelling outside that window does nothing
         to the task (before it, the loop sees the token; after it, the commit is kept)."""
