@@ -17,6 +17,7 @@ import asyncio
 import os
 import secrets
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -103,6 +104,26 @@ async def run_postgres(turns: int) -> list[float] | None:
             pass
 
 
+async def langgraph_sqlite_bytes(turns: int) -> int | None:
+    """LangGraph's SQLite saver after the same turns, or None when it is not installed."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+        from peers import PeerUnavailable, langgraph_peer
+    except ImportError:
+        return None
+    finally:
+        sys.path.pop(0)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "langgraph.sqlite3"
+        async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+            try:
+                await langgraph_peer.run_turns(turns, checkpointer=saver)
+            except PeerUnavailable:
+                return None
+        return sum(p.stat().st_size for p in Path(scratch).iterdir())
+
+
 def db_bytes(directory: Path, name: str) -> int:
     """Bytes of one SQLite database with its WAL and shared-memory files."""
     return sum(p.stat().st_size for p in directory.glob(f"{name}*") if p.is_file())
@@ -136,6 +157,14 @@ async def main(turns: int) -> None:
         f"budget {SIZE_BUDGET_BYTES} bytes: {verdict})"
     )
     print(f"  (beside it, the empty attachment manifest: {manifest / 1024:.0f} KiB)")
+    peer = await langgraph_sqlite_bytes(turns)
+    if peer is None:
+        print("  langgraph sqlite saver: skipped (pip install langgraph-checkpoint-sqlite)")
+    else:
+        print(
+            f"  langgraph sqlite saver after {turns} turns: {peer / 1024:.0f} KiB "
+            f"({peer / size:.0f}x ours)"
+        )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,12 @@ NAME = "langgraph"
 PACKAGE = "langgraph"
 
 
-async def run_turns(n: int) -> list[float]:
-    """Run ``n`` turns on one thread; per-turn wall times in microseconds."""
+async def run_turns(n: int, checkpointer: Any = None) -> list[float]:
+    """Run ``n`` turns on one thread; per-turn wall times in microseconds.
+
+    ``checkpointer`` defaults to an ``InMemorySaver``; the store benchmark passes
+    LangGraph's SQLite saver to measure its database.
+    """
     try:
         from langchain_core.language_models.chat_models import BaseChatModel
         from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -89,7 +93,7 @@ async def run_turns(n: int) -> list[float]:
     graph.add_edge(START, "agent")
     graph.add_conditional_edges("agent", tools_condition)
     graph.add_edge("tools", "agent")
-    app = graph.compile(checkpointer=InMemorySaver())
+    app = graph.compile(checkpointer=checkpointer or InMemorySaver())
 
     config: Any = {"configurable": {"thread_id": "bench"}}
     samples: list[float] = []
