@@ -1,0 +1,747 @@
+"""OpenAI Chat Completions (and any compatible endpoint: OpenRouter, vLLM, Ollama...).
+
+The provider maps an :class:`LlmRequest` to ``POST {base_url}/chat/completions``,
+resolves image attachments to data URLs at call time, and assembles the reply
+from either an SSE stream or a JSON body (it looks at what the server sent, not
+at what it asked for). Usage is normalized to lash's convention: ``input_tokens``
+includes cached tokens, ``output_tokens`` excludes reasoning tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..kernel.attachments import AttachmentRef
+from ..kernel.llm import (
+    ImageBlock,
+    JsonObjectOutput,
+    JsonSchemaOutput,
+    LlmCallError,
+    LlmOutputPart,
+    LlmRequest,
+    LlmResponse,
+    LlmRole,
+    LlmUsage,
+    ReasoningBlock,
+    ReasoningOutput,
+    TerminalReason,
+    TextBlock,
+    TextOutput,
+    ToolCallBlock,
+    ToolCallOutput,
+    ToolResultBlock,
+)
+from .base import ReasoningDeltaEvent, StreamCallback, TextDeltaEvent, UsageEvent
+from .classify import Classification, FailureKind, classify_failure, make_call_error
+from .http import (
+    ProviderCallError,
+    Timeouts,
+    open_response,
+    parse_retry_after,
+    read_body,
+    read_chunks,
+)
+from .sse import SseDecoder, SseError, SseEvent
+
+__all__ = [
+    "OPENAI_BASE_URL",
+    "AttachmentResolver",
+    "OpenAIChatProvider",
+    "build_chat_body",
+    "parse_chat_completion",
+    "usage_from_openai",
+]
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+AttachmentResolver = Callable[[Sequence[AttachmentRef]], Awaitable[dict[str, bytes]]]
+
+_IMAGE_MIMES = {
+    "image/jpeg": "image/jpeg",
+    "image/jpg": "image/jpeg",
+    "image/png": "image/png",
+    "image/gif": "image/gif",
+    "image/webp": "image/webp",
+}
+_FINISH = {
+    "stop": TerminalReason.STOP,
+    "tool_calls": TerminalReason.TOOL_USE,
+    "function_call": TerminalReason.TOOL_USE,
+    "length": TerminalReason.OUTPUT_LIMIT,
+    "max_tokens": TerminalReason.OUTPUT_LIMIT,
+    "content_filter": TerminalReason.CONTENT_FILTER,
+    "safety": TerminalReason.CONTENT_FILTER,
+}
+_REASONING_KEYS = ("reasoning_content", "reasoning", "reasoning_text")
+
+
+def _validation_error(message: str, code: str = "validation") -> ProviderCallError:
+    return ProviderCallError(LlmCallError(message=message, retryable=False, code=code))
+
+
+# ---------------------------------------------------------------- request mapping
+
+
+def _image_part(ref: AttachmentRef, data: bytes) -> dict[str, Any]:
+    mime = _IMAGE_MIMES.get(ref.mime.lower())
+    if mime is None:
+        raise _validation_error(
+            f"unsupported image format {ref.mime!r} for attachment {ref.id} "
+            "(OpenAI accepts jpeg, png, gif, webp)",
+            code="unsupported_image_format",
+        )
+    url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]] | None:
+    if not parts:
+        return None
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        text: str = parts[0]["text"]
+        return text
+    return parts
+
+
+def build_chat_body(
+    request: LlmRequest,
+    *,
+    model: str,
+    images: dict[str, bytes],
+    stream: bool,
+    max_tokens_field: str = "max_completion_tokens",
+) -> dict[str, Any]:
+    """The Chat Completions JSON body for ``request`` (``images`` maps id → bytes)."""
+    messages: list[dict[str, Any]] = []
+    for message in request.messages:
+        parts: list[dict[str, Any]] = []
+        calls: list[dict[str, Any]] = []
+        results: list[dict[str, Any]] = []
+        for block in message.blocks:
+            if isinstance(block, TextBlock):
+                if block.text:
+                    parts.append({"type": "text", "text": block.text})
+            elif isinstance(block, ImageBlock):
+                if message.role is not LlmRole.USER:
+                    continue
+                try:
+                    ref = request.attachments[block.attachment_idx]
+                except IndexError:
+                    raise _validation_error(
+                        f"image block points at attachment {block.attachment_idx}, "
+                        f"but the request has {len(request.attachments)}"
+                    ) from None
+                if ref.id not in images:
+                    raise _validation_error(f"attachment {ref.id} could not be resolved")
+                parts.append(_image_part(ref, images[ref.id]))
+            elif isinstance(block, ToolCallBlock):
+                calls.append(
+                    {
+                        "id": block.call_id,
+                        "type": "function",
+                        "function": {
+                            "name": block.tool_name,
+                            "arguments": block.input_json or "{}",
+                        },
+                    }
+                )
+            elif isinstance(block, ToolResultBlock):
+                result: dict[str, Any] = {
+                    "role": "tool",
+                    "tool_call_id": block.call_id,
+                    "content": block.content,
+                }
+                results.append(result)
+            elif isinstance(block, ReasoningBlock):
+                continue  # Chat Completions cannot take reasoning back.
+        messages.extend(results)
+        if message.role is LlmRole.SYSTEM:
+            text = "\n\n".join(p["text"] for p in parts if p["type"] == "text")
+            if text:
+                messages.append({"role": "system", "content": text})
+        elif message.role is LlmRole.ASSISTANT:
+            if parts or calls:
+                entry: dict[str, Any] = {"role": "assistant", "content": _content(parts)}
+                if calls:
+                    entry["tool_calls"] = calls
+                messages.append(entry)
+        elif parts:
+            messages.append({"role": "user", "content": _content(parts)})
+
+    body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    if request.generation.output_token_cap is not None:
+        body[max_tokens_field] = request.generation.output_token_cap
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.input_schema or {"type": "object", "properties": {}},
+                    "strict": False,
+                },
+            }
+            for tool in request.tools
+        ]
+        body["tool_choice"] = request.tool_choice.value
+        body["parallel_tool_calls"] = True
+    spec = request.output_spec
+    if isinstance(spec, JsonObjectOutput):
+        body["response_format"] = {"type": "json_object"}
+    elif isinstance(spec, JsonSchemaOutput):
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": spec.name, "schema": spec.schema, "strict": spec.strict},
+        }
+    return body
+
+
+# ---------------------------------------------------------------- response parsing
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    if isinstance(value, float) and value == value:
+        return max(int(value), 0)
+    if isinstance(value, str):
+        try:
+            return max(int(value.strip()), 0)
+        except ValueError:
+            return 0
+    return 0
+
+
+def usage_from_openai(raw: Any) -> LlmUsage:
+    """Normalize an OpenAI ``usage`` object (Chat or Responses field names)."""
+    if not isinstance(raw, dict):
+        return LlmUsage()
+    prompt = _int(raw.get("prompt_tokens", raw.get("input_tokens")))
+    completion = _int(raw.get("completion_tokens", raw.get("output_tokens")))
+    in_details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details") or {}
+    out_details = raw.get("completion_tokens_details") or raw.get("output_tokens_details") or {}
+    if not isinstance(in_details, dict):
+        in_details = {}
+    if not isinstance(out_details, dict):
+        out_details = {}
+    cached = _int(
+        in_details.get("cached_tokens")
+        or raw.get("cached_input_tokens")
+        or raw.get("cached_tokens")
+        or raw.get("prompt_cache_hit_tokens")
+    )
+    cached = max(cached - _int(in_details.get("cache_write_tokens")), 0)
+    reasoning = _int(out_details.get("reasoning_tokens") or raw.get("reasoning_tokens"))
+    return LlmUsage(
+        input_tokens=prompt,
+        output_tokens=max(completion - reasoning, 0),
+        cached_input_tokens=min(cached, prompt) if prompt else cached,
+        reasoning_tokens=reasoning,
+    )
+
+
+def _merge_usage(old: LlmUsage | None, new: LlmUsage) -> LlmUsage:
+    if old is None:
+        return new
+    return LlmUsage(
+        input_tokens=new.input_tokens or old.input_tokens,
+        output_tokens=new.output_tokens or old.output_tokens,
+        cached_input_tokens=new.cached_input_tokens or old.cached_input_tokens,
+        reasoning_tokens=new.reasoning_tokens or old.reasoning_tokens,
+    )
+
+
+@dataclass
+class _ToolCallDraft:
+    id: str | None = None
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Assembly:
+    """Accumulates one reply from stream chunks or a whole JSON body."""
+
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    refusal: list[str] = field(default_factory=list)
+    calls: dict[int, _ToolCallDraft] = field(default_factory=dict)
+    finish: str | None = None
+    usage: LlmUsage | None = None
+    raw_usage: Any = None
+    done: bool = False
+
+    def tool_call(self, index: int) -> _ToolCallDraft:
+        draft = self.calls.get(index)
+        if draft is None:
+            draft = self.calls[index] = _ToolCallDraft()
+        return draft
+
+    def add_usage(self, raw: Any) -> LlmUsage | None:
+        if not isinstance(raw, dict):
+            return None
+        self.raw_usage = raw
+        self.usage = _merge_usage(self.usage, usage_from_openai(raw))
+        return self.usage
+
+    def response(self) -> LlmResponse:
+        parts: list[LlmOutputPart] = []
+        reasoning = "".join(self.reasoning)
+        if reasoning:
+            parts.append(ReasoningOutput(text=reasoning))
+        text = "".join(self.text)
+        if text:
+            parts.append(TextOutput(text=text))
+        calls: list[ToolCallOutput] = []
+        for index in sorted(self.calls):
+            draft = self.calls[index]
+            if not draft.name:
+                continue
+            arguments = "".join(draft.arguments)
+            calls.append(
+                ToolCallOutput(
+                    call_id=draft.id or f"call_{uuid.uuid4().hex}",
+                    tool_name=draft.name,
+                    input_json=arguments if arguments.strip() else "{}",
+                )
+            )
+        parts.extend(calls)
+        refusal = "".join(self.refusal)
+        diagnostic: str | None = None
+        if self.finish is None:
+            reason = TerminalReason.TOOL_USE if calls else TerminalReason.STOP
+        else:
+            reason = _FINISH.get(self.finish, TerminalReason.PROVIDER_ERROR)
+            if reason is TerminalReason.PROVIDER_ERROR:
+                diagnostic = f"finish_reason {self.finish!r}"
+        if refusal:
+            reason = TerminalReason.CONTENT_FILTER
+            diagnostic = f"refusal: {refusal}"
+        return LlmResponse(
+            full_text=text,
+            parts=tuple(parts),
+            usage=self.usage or LlmUsage(),
+            terminal_reason=reason,
+            terminal_diagnostic=diagnostic,
+            provider_usage=self.raw_usage,
+        )
+
+
+def _reasoning_piece(source: dict[str, Any]) -> str:
+    for key in _REASONING_KEYS:
+        value = source.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def parse_chat_completion(payload: Any) -> LlmResponse:
+    """Assemble a non-streamed ``chat.completion`` JSON object."""
+    if not isinstance(payload, dict):
+        raise ValueError("chat completion body is not a JSON object")
+    assembly = _Assembly()
+    choices = payload.get("choices") or []
+    choice = choices[0] if isinstance(choices, list) and choices else {}
+    if not isinstance(choice, dict):
+        raise ValueError("chat completion choice is not an object")
+    message = choice.get("message") or {}
+    if not isinstance(message, dict):
+        raise ValueError("chat completion message is not an object")
+    if isinstance(message.get("content"), str):
+        assembly.text.append(message["content"])
+    if isinstance(message.get("refusal"), str):
+        assembly.refusal.append(message["refusal"])
+    if piece := _reasoning_piece(message):
+        assembly.reasoning.append(piece)
+    for index, call in enumerate(message.get("tool_calls") or []):
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function") or {}
+        draft = assembly.tool_call(index)
+        draft.id = call.get("id") or None
+        draft.name = str(function.get("name") or "")
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            draft.arguments.append(arguments)
+        elif arguments is not None:
+            draft.arguments.append(json.dumps(arguments))
+    finish = choice.get("finish_reason")
+    assembly.finish = finish if isinstance(finish, str) else None
+    assembly.add_usage(payload.get("usage"))
+    return assembly.response()
+
+
+# ---------------------------------------------------------------- provider
+
+
+def _auto_max_tokens_field(base_url: str) -> str:
+    host = urlsplit(base_url).hostname or ""
+    return "max_completion_tokens" if host.endswith("openai.com") else "max_tokens"
+
+
+class OpenAIChatProvider:
+    """Chat Completions over httpx, streaming when a callback is given.
+
+    ``model_prefix`` is stripped from ``request.model`` when present (so
+    ``"openrouter:anthropic/claude-sonnet-4"`` can name a model), ``attachments``
+    resolves image references to bytes at call time. Pass ``http_client`` to
+    share a connection pool; otherwise the provider owns one (close it with
+    :meth:`aclose` or ``async with``). Wrap it in
+    :class:`~lash.providers.http.ProviderHandle` for retries.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = OPENAI_BASE_URL,
+        model_prefix: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        attachments: AttachmentResolver | None = None,
+        timeouts: Timeouts | None = None,
+        name: str = "openai",
+        stream: bool | None = None,
+        max_tokens_field: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key must not be empty")
+        self._api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.model_prefix = model_prefix
+        self._client = http_client
+        self._owns_client = http_client is None
+        self._resolve = attachments
+        self.timeouts = timeouts or Timeouts()
+        self._name = name
+        self._stream = stream
+        self.max_tokens_field = max_tokens_field or _auto_max_tokens_field(self.base_url)
+        self._extra_headers = dict(extra_headers or {})
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatProvider(name={self._name!r}, base_url={self.base_url!r})"
+
+    @property
+    def name(self) -> str:
+        """The provider kind (``openai``, ``openrouter``, ...)."""
+        return self._name
+
+    async def __aenter__(self) -> OpenAIChatProvider:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this provider created it."""
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            t = self.timeouts
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(t.request, connect=t.connect, read=t.chunk)
+            )
+        return self._client
+
+    def wire_model(self, model: str) -> str:
+        """The model name sent on the wire."""
+        if self.model_prefix and model.startswith(self.model_prefix):
+            return model[len(self.model_prefix) :]
+        return model
+
+    async def build_body(self, request: LlmRequest, *, stream: bool) -> dict[str, Any]:
+        """Resolve attachments and build the JSON body (exposed for tests and tracing)."""
+        used = {
+            block.attachment_idx
+            for message in request.messages
+            if message.role is LlmRole.USER
+            for block in message.blocks
+            if isinstance(block, ImageBlock)
+        }
+        refs = [request.attachments[i] for i in sorted(used) if 0 <= i < len(request.attachments)]
+        images: dict[str, bytes] = {}
+        if refs:
+            if self._resolve is None:
+                raise _validation_error(
+                    "the request has image attachments but the provider has no attachment "
+                    "resolver (pass attachments=...)"
+                )
+            images = await self._resolve(refs)
+        return build_chat_body(
+            request,
+            model=self.wire_model(request.model),
+            images=images,
+            stream=stream,
+            max_tokens_field=self.max_tokens_field,
+        )
+
+    async def complete(
+        self, request: LlmRequest, on_event: StreamCallback | None = None
+    ) -> LlmResponse:
+        """Run one Chat Completions call (no retries; see ``ProviderHandle``)."""
+        stream = self._stream if self._stream is not None else on_event is not None
+        body = await self.build_body(request, stream=stream)
+        headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            **self._extra_headers,
+        }
+        client = self._http()
+        http_request = client.build_request(
+            "POST",
+            f"{self.base_url}/chat/completions",
+            headers=headers,
+            content=json.dumps(body).encode(),
+        )
+        label = f"{self._name} chat completions"
+        secrets = (self._api_key,)
+        async with open_response(
+            client,
+            http_request,
+            start_timeout=self.timeouts.response_start(stream),
+            label=label,
+            secrets=secrets,
+        ) as response:
+            if response.status_code >= 400:
+                raw = await read_body(
+                    response,
+                    timeout=self.timeouts.request,
+                    chunk_timeout=self.timeouts.chunk,
+                    label=label,
+                    secrets=secrets,
+                )
+                raise self._http_error(response, raw)
+            content_type = response.headers.get("content-type", "").lower()
+            if "text/event-stream" in content_type:
+                return await self._read_stream(response, on_event, label)
+            raw = await read_body(
+                response,
+                timeout=self.timeouts.request,
+                chunk_timeout=self.timeouts.chunk,
+                label=label,
+                secrets=secrets,
+            )
+        return await self._parse_buffered(raw, on_event, label)
+
+    # ------------------------------------------------------------ internals
+
+    def _error(
+        self, message: str, verdict: Classification, raw: str | None = None, **kw: Any
+    ) -> ProviderCallError:
+        error = make_call_error(message, verdict, raw=raw, secrets=(self._api_key,))
+        return ProviderCallError(error, **kw)
+
+    def _http_error(self, response: httpx.Response, raw: bytes) -> ProviderCallError:
+        status = response.status_code
+        text = raw.decode("utf-8", errors="replace")
+        vendor_type = vendor_code = None
+        message = text.strip()[:500] or response.reason_phrase
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict):
+            err = payload.get("error", payload)
+            if isinstance(err, dict):
+                vendor_type = err.get("type") if isinstance(err.get("type"), str) else None
+                code = err.get("code")
+                vendor_code = str(code) if code is not None else None
+                if isinstance(err.get("message"), str):
+                    message = err["message"]
+            elif isinstance(err, str):
+                message = err
+        verdict = classify_failure(status=status, code=vendor_code, message=message, raw=text)
+        tag = "/".join(x for x in (vendor_type, vendor_code) if x)
+        summary = f"{self._name}: HTTP {status}{f' {tag}' if tag else ''}: {message}"
+        return self._error(
+            summary,
+            verdict,
+            raw=text[:4000],
+            status=status,
+            retry_after=parse_retry_after(response.headers),
+        )
+
+    def _malformed(self, label: str, detail: str) -> ProviderCallError:
+        return self._error(
+            f"{label}: malformed response: {detail}",
+            Classification(FailureKind.MALFORMED, True),
+        )
+
+    async def _parse_buffered(
+        self, raw: bytes, on_event: StreamCallback | None, label: str
+    ) -> LlmResponse:
+        stripped = raw.lstrip()
+        if stripped.startswith(b"data:") or b"\ndata:" in raw:
+            assembly = _Assembly()
+            try:
+                events = [*SseDecoder().feed(raw)]
+            except SseError as exc:
+                raise self._malformed(label, str(exc)) from None
+            for event in events:
+                await self._apply_event(assembly, event, on_event, label)
+            return assembly.response()
+        try:
+            payload = json.loads(raw)
+            response = parse_chat_completion(payload)
+        except ValueError as exc:
+            raise self._malformed(label, f"{exc} in {raw[:200]!r}") from None
+        if on_event is not None:
+            if response.full_text:
+                await on_event(TextDeltaEvent(text=response.full_text))
+            await on_event(UsageEvent(usage=response.usage))
+        return response
+
+    async def _read_stream(
+        self, response: httpx.Response, on_event: StreamCallback | None, label: str
+    ) -> LlmResponse:
+        decoder = SseDecoder()
+        assembly = _Assembly()
+        secrets = (self._api_key,)
+        try:
+            async for chunk in read_chunks(
+                response, chunk_timeout=self.timeouts.chunk, label=label, secrets=secrets
+            ):
+                for event in decoder.feed(chunk):
+                    await self._apply_event(assembly, event, on_event, label)
+                if assembly.done:
+                    break
+            tail = decoder.close()
+        except SseError as exc:
+            raise self._malformed(label, str(exc)) from None
+        for event in tail:
+            try:
+                await self._apply_event(assembly, event, on_event, label)
+            except ProviderCallError:
+                if assembly.done or assembly.finish is not None:
+                    raise
+                raise self._truncated(label) from None
+        if not assembly.done and assembly.finish is None:
+            raise self._truncated(label)
+        return assembly.response()
+
+    def _truncated(self, label: str) -> ProviderCallError:
+        return self._error(
+            f"{label}: the stream ended before the response was complete",
+            Classification(FailureKind.TRANSPORT, True),
+        )
+
+    async def _apply_event(
+        self,
+        assembly: _Assembly,
+        event: SseEvent,
+        on_event: StreamCallback | None,
+        label: str,
+    ) -> None:
+        data = event.data.strip()
+        if not data:
+            return
+        if data == "[DONE]":
+            assembly.done = True
+            return
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise self._malformed(label, f"invalid JSON in stream event: {data[:200]!r}") from None
+        if not isinstance(chunk, dict):
+            raise self._malformed(label, f"stream event is not an object: {data[:200]!r}")
+        error = chunk.get("error")
+        if error is not None or event.event == "error":
+            raise self._stream_error(error if error is not None else chunk, label)
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise self._malformed(label, "'choices' is not a list")
+        for choice in choices:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if isinstance(delta, dict):
+                await self._apply_delta(assembly, delta, on_event)
+            finish = choice.get("finish_reason")
+            if isinstance(finish, str):
+                assembly.finish = finish
+            if isinstance(choice.get("usage"), dict):
+                await self._usage(assembly, choice["usage"], on_event)
+        if isinstance(chunk.get("usage"), dict):
+            await self._usage(assembly, chunk["usage"], on_event)
+
+    async def _usage(
+        self, assembly: _Assembly, raw: dict[str, Any], on_event: StreamCallback | None
+    ) -> None:
+        usage = assembly.add_usage(raw)
+        if usage is not None and on_event is not None:
+            await on_event(UsageEvent(usage=usage))
+
+    async def _apply_delta(
+        self, assembly: _Assembly, delta: dict[str, Any], on_event: StreamCallback | None
+    ) -> None:
+        if piece := _reasoning_piece(delta):
+            assembly.reasoning.append(piece)
+            if on_event is not None:
+                await on_event(ReasoningDeltaEvent(text=piece))
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            assembly.text.append(content)
+            if on_event is not None:
+                await on_event(TextDeltaEvent(text=content))
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            assembly.refusal.append(refusal)
+        for position, call in enumerate(delta.get("tool_calls") or []):
+            if not isinstance(call, dict):
+                continue
+            index = call.get("index", position)
+            draft = assembly.tool_call(index if isinstance(index, int) else position)
+            if isinstance(call.get("id"), str) and call["id"]:
+                draft.id = call["id"]
+            function = call.get("function") or {}
+            if isinstance(function.get("name"), str) and function["name"]:
+                draft.name = function["name"]
+            arguments = function.get("arguments")
+            if isinstance(arguments, str) and arguments:
+                draft.arguments.append(arguments)
+
+    def _stream_error(self, error: Any, label: str) -> ProviderCallError:
+        if isinstance(error, dict):
+            message = str(error.get("message") or json.dumps(error)[:500])
+            code = error.get("code") or error.get("type")
+            status = error.get("status") or error.get("code")
+        else:
+            message, code, status = str(error), None, None
+        status_int = status if isinstance(status, int) else None
+        verdict = classify_failure(
+            status=status_int,
+            code=None if code is None else str(code),
+            message=message,
+            in_stream=True,
+        )
+        return self._error(
+            f"{label}: error in stream: {message}", verdict, raw=json.dumps(error)[:4000]
+        )
+
+
+def openai_from_env(*, env: dict[str, str] | None = None, **kwargs: Any) -> OpenAIChatProvider:
+    """An OpenAI provider configured from ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``."""
+    source = os.environ if env is None else env
+    key = source.get("OPENAI_API_KEY")
+    if not key:
+        raise ValueError("OPENAI_API_KEY is not set")
+    return OpenAIChatProvider(
+        api_key=key, base_url=source.get("OPENAI_BASE_URL") or OPENAI_BASE_URL, **kwargs
+    )
