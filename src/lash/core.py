@@ -244,16 +244,19 @@ def _resolve_attachments(
 class LashCore:
     """Everything sessions share: provider, model, tools, prompt, store and effect host.
 
-    Keyword arguments only. ``store`` takes a store object or a URL
-    (``memory://``). ``effect_host`` defaults to the inline host; a durable host
-    over an inline store is refused here, before any turn runs.
+    Keyword arguments only. ``provider`` takes a provider object or a selection
+    string such as ``"openai:gpt-4.1"`` (which also names the model; keys come
+    from the environment). ``store`` takes a store object or a URL
+    (``memory://``, ``sqlite:///dir``, ``postgresql://...``). ``effect_host``
+    defaults to the inline host; a durable host over inline peers is refused
+    here, before any turn runs.
     """
 
     def __init__(
         self,
         *,
-        provider: Provider,
-        model: str,
+        provider: Provider | str,
+        model: str | None = None,
         tools: Iterable[Tool] = (),
         instructions: str | None = None,
         plugins: Sequence[Plugin] = (),
@@ -267,6 +270,15 @@ class LashCore:
         max_frame_switches: int = 8,
         attachment_manifest: AttachmentManifest | None = None,
     ) -> None:
+        if isinstance(provider, str):
+            from .providers.select import provider_from_string
+
+            try:
+                selection = provider_from_string(provider)
+            except ValueError as exc:
+                raise ConfigError(f"provider {provider!r}: {exc}") from exc
+            provider = selection.provider
+            model = model or selection.model
         if not callable(getattr(provider, "complete", None)):
             raise ConfigError(f"provider {provider!r} has no complete() method")
         if not isinstance(model, str) or not model.strip():
