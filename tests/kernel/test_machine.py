@@ -789,7 +789,9 @@ def test_context_overflow_response_stops_as_provider_error() -> None:
 @pytest.mark.parametrize(
     ("limit", "used", "expected"),
     [
-        (1000, usage(900, 0, cached=50), "context_overflow"),
+        (1000, usage(960, 0, cached=900), "context_overflow"),
+        (1000, usage(950, 0), "context_overflow"),
+        (1000, usage(900, 0, cached=50), "output_limit"),  # cached is part of input, not extra
         (1000, usage(949, 0), "output_limit"),
         (1000, usage(990, 1), "output_limit"),
         (None, usage(990, 0), "output_limit"),

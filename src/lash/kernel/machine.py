@@ -703,7 +703,8 @@ class TurnMachine:
             reason is TerminalReason.OUTPUT_LIMIT
             and usage.output_tokens == 0
             and limit
-            and usage.input_tokens + usage.cached_input_tokens >= limit * 95 // 100
+            # input already includes cached tokens (see LlmUsage), so they are not added again
+            and usage.input_tokens >= limit * 95 // 100
         ):
             reason = TerminalReason.CONTEXT_OVERFLOW
             diagnostic = (
