@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-FIXTURES = Path("/work/shared/fixtures/providers")
+FIXTURES = Path(__file__).parent / "fixtures"
 API_KEY = "sk-test-PLANTED-SECRET-7f3a9c2e1b"
 T = TypeVar("T")
 
