@@ -6,24 +6,17 @@ version this library does not write is refused before any table is touched.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from .._sqlite import SqliteThread, connect, enable_wal
 from ..store.base import StoreError
 
 T = TypeVar("T")
 
 BUSY_TIMEOUT_S = 15.0
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
 
 
 class SqliteWorker:
@@ -41,36 +34,23 @@ class SqliteWorker:
         self._component = component
         self._version = version
         self._ddl = ddl
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lash-{component}")
-        try:
-            self._executor.submit(self._open).result()
-        except BaseException:
-            self._executor.shutdown(wait=True)
-            self._closed = True
-            raise
+        self._thread = SqliteThread(
+            self._open,
+            name=f"lash-{component}",
+            closed_error=lambda: StoreError(f"{self.label} is closed"),
+        )
 
     @property
     def closed(self) -> bool:
         """True once ``close``/``aclose`` ran."""
-        return self._closed
+        return self._thread.closed
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the worker thread; ``sqlite3.Error`` becomes ``StoreError``."""
-        if self._closed:
-            raise StoreError(f"{self.label} is closed")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn)
-        except RuntimeError as exc:
-            if self._closed:
-                raise StoreError(f"{self.label} is closed") from exc
-            raise
+        return await self._thread.call(lambda: self._run(fn))
 
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
-        if conn is None:
-            raise StoreError(f"{self.label} is closed")
+        conn = self._thread.connection()
         try:
             return fn(conn)
         except sqlite3.Error as exc:
@@ -80,38 +60,24 @@ class SqliteWorker:
 
     def close(self) -> None:
         """Close the connection and stop the thread; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._executor.submit(self._close).result()
-        finally:
-            self._executor.shutdown(wait=True)
+        self._thread.close()
 
     async def aclose(self) -> None:
         """Close without blocking the event loop; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
-        finally:
-            self._executor.shutdown(wait=False)
+        await self._thread.aclose()
 
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _open(self) -> None:
+    def _open(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn = connect(self._path, timeout=BUSY_TIMEOUT_S)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.label}: cannot open: {exc}") from exc
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             if not self.in_memory:
-                self._enable_wal(conn)
+                mode = enable_wal(conn, timeout=BUSY_TIMEOUT_S)
+                if mode != "wal":
+                    raise StoreError(
+                        f"{self.label}: cannot enable WAL mode (journal_mode is {mode!r})"
+                    )
             conn.execute("PRAGMA synchronous = NORMAL")
             self._migrate(conn)
         except sqlite3.Error as exc:
@@ -120,7 +86,7 @@ class SqliteWorker:
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
+        return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -150,23 +116,6 @@ class SqliteWorker:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-
-    @staticmethod
-    def _enable_wal(conn: sqlite3.Connection) -> None:
-        # The switch to WAL ignores the busy handler, so retry it by hand.
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
-        delay = 0.001
-        while True:
-            try:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                break
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
-        if str(mode).lower() != "wal":
-            raise StoreError(f"cannot enable WAL mode (journal_mode is {mode!r})")
 
 
 def in_write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

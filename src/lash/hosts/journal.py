@@ -35,13 +35,13 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
 import msgspec
 
+from .._sqlite import SqliteThread, connect, enable_wal
 from ..kernel.codec import decode, encode
 from ..kernel.errors import CodecError
 from ..runtime.effects import (
@@ -63,7 +63,6 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 """The journal schema version this module writes and reads."""
 
-_BUSY_TIMEOUT_S = 5.0
 _POLL_FIRST_S = 0.025
 _POLL_MAX_S = 0.5
 
@@ -163,15 +162,11 @@ class SqliteJournalHost:
         self.wait_seconds = wait_seconds
         self._clock = clock
         self._running: set[tuple[str, str, str]] = set()
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lash-journal")
-        try:
-            self._executor.submit(self._open).result()
-        except BaseException:
-            self._executor.shutdown(wait=True)
-            self._closed = True
-            raise
+        self._thread = SqliteThread(
+            self._open,
+            name="lash-journal",
+            closed_error=lambda: self._error("journal_closed", "the journal host is closed"),
+        )
 
     # ------------------------------------------------------------------ public
 
@@ -195,17 +190,11 @@ class SqliteJournalHost:
 
     def close(self) -> None:
         """Close the connection and stop the worker thread (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._executor.submit(self._close_sync).result()
-        self._executor.shutdown(wait=True)
+        self._thread.close()
 
     async def aclose(self) -> None:
-        """Close without blocking the event loop."""
-        if self._closed:
-            return
-        await asyncio.get_running_loop().run_in_executor(None, self.close)
+        """Close without blocking the event loop (idempotent)."""
+        await self._thread.aclose()
 
     async def __aenter__(self) -> SqliteJournalHost:
         return self
@@ -219,7 +208,8 @@ class SqliteJournalHost:
         await self.aclose()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        thread = getattr(self, "_thread", None)  # absent while the constructor runs
+        state = "open" if thread is not None and not thread.closed else "closed"
         return f"SqliteJournalHost({self._path!r}, owner={self.owner_id!r}, {state})"
 
     # ------------------------------------------------------------------ worker side
@@ -228,35 +218,25 @@ class SqliteJournalHost:
         return JournalError(code, message, path=self._path, replay_key=key)
 
     async def _call(self, fn: Callable[[], T], key: str | None = None) -> T:
-        if self._closed:
-            raise self._error("journal_closed", "the journal host is closed", key)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-        except sqlite3.Error as exc:
-            raise self._error("journal_unavailable", f"{type(exc).__name__}: {exc}", key) from exc
-        except RuntimeError as exc:
-            if self._closed:
+            return await self._thread.call(fn)
+        except JournalError as exc:
+            if exc.code == "journal_closed" and key is not None and exc.replay_key is None:
                 raise self._error("journal_closed", "the journal host is closed", key) from exc
             raise
+        except sqlite3.Error as exc:
+            raise self._error("journal_unavailable", f"{type(exc).__name__}: {exc}", key) from exc
 
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise self._error("journal_closed", "the journal host is closed")
-        return self._conn
+        return self._thread.connection()
 
-    def _close_sync(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _open(self) -> None:
+    def _open(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            conn = connect(self._path)
         except sqlite3.Error as exc:
             raise self._error("journal_unavailable", f"cannot open: {exc}") from exc
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-            self._enable_wal(conn)
+            enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -286,23 +266,7 @@ class SqliteJournalHost:
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
-
-    @staticmethod
-    def _enable_wal(conn: sqlite3.Connection) -> None:
-        deadline = time.monotonic() + _BUSY_TIMEOUT_S
-        delay = 0.001
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode = WAL").fetchone()
-                return
-            except sqlite3.OperationalError as exc:
-                text = str(exc).lower()
-                busy = "locked" in text or "busy" in text
-                if not busy or time.monotonic() >= deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+        return conn
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the worker thread."""

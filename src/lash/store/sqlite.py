@@ -10,16 +10,14 @@ saves space (about 40 % for typical tool calls and results).
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, TypeVar
 
+from .._sqlite import SqliteThread, connect, enable_wal
 from ..kernel.codec import decode, encode, from_builtins, to_builtins
 from ..kernel.errors import CodecError
 from ..kernel.llm import LlmUsage
@@ -47,7 +45,6 @@ SCHEMA_VERSION = 1
 DB_FILENAME = "lash.sqlite3"
 """The database file inside the store's directory."""
 
-_BUSY_TIMEOUT_S = 5.0
 _COMPRESS_MIN = 64
 """Message JSON at least this long is stored zlib-compressed if that saves 1/8 or more."""
 
@@ -94,11 +91,6 @@ _SCHEMA = (
 )
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
 class SqliteStore:
     """A durable session store in ``<path>/lash.sqlite3``.
 
@@ -124,16 +116,10 @@ class SqliteStore:
         self._root = root
         self._file = root / DB_FILENAME
         self._synchronous = synchronous.upper()
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
         self._rows_written = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lash-sqlite")
-        try:
-            self._executor.submit(self._open).result()
-        except BaseException:
-            self._executor.shutdown(wait=True)
-            self._closed = True
-            raise
+        self._thread = SqliteThread(
+            self._open, name="lash-sqlite", closed_error=lambda: StoreError(f"{self!r} is closed")
+        )
 
     # ------------------------------------------------------------------ public
 
@@ -170,23 +156,11 @@ class SqliteStore:
 
     def close(self) -> None:
         """Close the connection and stop the worker thread; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._executor.submit(self._close_sync).result()
-        finally:
-            self._executor.shutdown(wait=True)
+        self._thread.close()
 
     async def aclose(self) -> None:
         """Close without blocking the event loop; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
-        finally:
-            self._executor.shutdown(wait=False)
+        await self._thread.aclose()
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -211,34 +185,22 @@ class SqliteStore:
         await self.aclose()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = (
+            "closed" if getattr(self, "_thread", None) is None or self._thread.closed else "open"
+        )
         return f"SqliteStore({str(self._root)!r}, {state})"
 
     # ------------------------------------------------------------------ worker side
 
     async def _call(self, fn: Callable[[], T]) -> T:
-        if self._closed:
-            raise StoreError(f"{self!r} is closed")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-        except RuntimeError as exc:
-            if self._closed:  # shut down while this call was being scheduled
-                raise StoreError(f"{self!r} is closed") from exc
-            raise
+        return await self._thread.call(fn)
 
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError(f"{self!r} is closed")
-        return self._conn
+        return self._thread.connection()
 
-    def _close_sync(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _open(self) -> None:
+    def _open(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(str(self._file), timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            conn = connect(str(self._file))
         except sqlite3.Error as exc:
             raise StoreError(f"{self._file}: cannot open: {exc}") from exc
         try:
@@ -246,10 +208,9 @@ class SqliteStore:
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
+        return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
         # Check the version before anything that could write, so a file we do not
         # understand is left byte-for-byte as it was.
@@ -321,19 +282,8 @@ class SqliteStore:
         return str(row[0])
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        # The switch to WAL ignores the busy handler, so retry it by hand.
-        deadline = time.monotonic() + _BUSY_TIMEOUT_S
-        delay = 0.001
-        while True:
-            try:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                break
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
-        if str(mode).lower() != "wal":
+        mode = enable_wal(conn)
+        if mode != "wal":
             raise StoreError(f"{self._file}: cannot enable WAL mode (journal_mode is {mode!r})")
 
     def _load_sync(self, session_id: str) -> StoredSession | None:
