@@ -36,6 +36,7 @@ from ..kernel.codec import encode
 from ..kernel.llm import LlmUsage
 from ..kernel.messages import Message
 from ..runtime.effects import DurabilityTier
+from ._codec import decode_message, decode_row, decode_usage_rows, encode_message, pack
 from .base import (
     CommitResult,
     HeadRevisionConflict,
@@ -45,11 +46,9 @@ from .base import (
     StoreError,
     StoreSchemaError,
     TurnCommitConflict,
-    UsageRow,
     check_commit,
     check_session_id,
 )
-from .sqlite import _decode_message, _decode_row, _encode_message, _pack
 
 __all__ = ["SCHEMA_VERSION", "PostgresSchemaError", "PostgresStore"]
 
@@ -325,14 +324,7 @@ class PostgresStore:
         if head is None:
             return None
         messages = tuple(_decode_stored(session_id, seq, data) for seq, data in message_rows)
-        usage = tuple(
-            UsageRow(
-                source=source,
-                model=model,
-                usage=_decode_row(session_id, "usage", f"{source}/{model}", data, LlmUsage),
-            )
-            for source, model, data in usage_rows
-        )
+        usage = decode_usage_rows(session_id, usage_rows)
         return StoredSession(
             session_id=session_id,
             revision=head[0],
@@ -351,7 +343,7 @@ class PostgresStore:
             _check_text("frame id", commit.frame_id)
         if commit.stamp is not None:
             _check_text("turn id", commit.stamp.turn_id)
-        blobs = [_as_bytes(_pack(_encode_message(m))) for m in commit.messages]
+        blobs = [_as_bytes(pack(encode_message(m))) for m in commit.messages]
         usage: dict[tuple[str, str], LlmUsage] = {}
         for row in commit.usage:
             _check_text("usage source", row.source)
@@ -542,7 +534,7 @@ class PostgresStore:
         # 3. Sum usage onto the stored rows; a corrupt one aborts the commit.
         totals = dict(usage)
         for source, model, data in prior_usage or ():
-            prior = _decode_row(session_id, "usage", f"{source}/{model}", data, LlmUsage)
+            prior = decode_row(session_id, "usage", f"{source}/{model}", data, LlmUsage)
             totals[(source, model)] = prior + usage[(source, model)]
         # 4. Round 2: bump, append, upsert, stamp; the caller's COMMIT rides along.
         next_seq = 0 if last_seq is None else last_seq + 1
@@ -610,8 +602,8 @@ def _decode_stored(session_id: str, seq: int, data: bytes) -> Message:
             text = data.decode()
         except UnicodeDecodeError as exc:
             raise StoreCorruptError(session_id, "messages", seq, f"not UTF-8 JSON: {exc}") from exc
-        return _decode_message(session_id, seq, text)
-    return _decode_message(session_id, seq, bytes(data))
+        return decode_message(session_id, seq, text)
+    return decode_message(session_id, seq, bytes(data))
 
 
 def _check_text(what: str, value: str) -> None:

@@ -11,18 +11,20 @@ saves space (about 40 % for typical tool calls and results).
 from __future__ import annotations
 
 import sqlite3
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, TypeVar
 
 from .._sqlite import SqliteThread, connect, enable_wal
-from ..kernel.codec import decode, encode, from_builtins, to_builtins
-from ..kernel.errors import CodecError
+from ..kernel.codec import encode
 from ..kernel.llm import LlmUsage
-from ..kernel.messages import Message
 from ..runtime.effects import DurabilityTier
+from ._codec import decode_message as _decode_message
+from ._codec import decode_row as _decode_row
+from ._codec import decode_usage_rows
+from ._codec import encode_message as _encode_message
+from ._codec import pack as _pack
 from .base import (
     CommitResult,
     HeadRevisionConflict,
@@ -32,7 +34,6 @@ from .base import (
     StoreError,
     StoreSchemaError,
     TurnCommitConflict,
-    UsageRow,
     check_commit,
     check_session_id,
 )
@@ -45,8 +46,6 @@ SCHEMA_VERSION = 1
 DB_FILENAME = "lash.sqlite3"
 """The database file inside the store's directory."""
 
-_COMPRESS_MIN = 64
-"""Message JSON at least this long is stored zlib-compressed if that saves 1/8 or more."""
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS meta (
@@ -316,14 +315,7 @@ class SqliteStore:
                     session_id, "sessions", session_id, f"{column} is {value!r}, not an integer"
                 )
         messages = tuple(_decode_message(session_id, seq, data) for seq, data in message_rows)
-        usage = tuple(
-            UsageRow(
-                source=source,
-                model=model,
-                usage=_decode_row(session_id, "usage", f"{source}/{model}", data, LlmUsage),
-            )
-            for source, model, data in usage_rows
-        )
+        usage = decode_usage_rows(session_id, usage_rows)
         return StoredSession(
             session_id=session_id,
             revision=head[1],
@@ -435,61 +427,3 @@ class SqliteStore:
                 (sid, stamp.turn_id, bytes.fromhex(stamp.commit_hash), revision),
             )
         return CommitResult(revision=revision)
-
-
-def _encode_message(message: Message) -> bytes:
-    """A message's JSON without the part ids that follow ``{message_id}.p{index}``.
-
-    Those ids are derivable, and they repeat the (long) message id in every part;
-    ``_decode_message`` puts them back.
-    """
-    doc = to_builtins(message)
-    prefix = f"{message.id}.p"
-    for i, part in enumerate(doc.get("parts", ())):
-        if part["id"] == f"{prefix}{i}":
-            del part["id"]
-    return encode(doc)
-
-
-def _decode_message(session_id: str, seq: int, data: object) -> Message:
-    raw = _decode_row(session_id, "messages", seq, data, dict)
-    mid = raw.get("id")
-    parts = raw.get("parts")
-    if isinstance(mid, str) and isinstance(parts, list):
-        for i, part in enumerate(parts):
-            if isinstance(part, dict) and "id" not in part:
-                part["id"] = f"{mid}.p{i}"
-    try:
-        return from_builtins(raw, Message)
-    except CodecError as exc:
-        raise StoreCorruptError(session_id, "messages", seq, exc.reason, path=exc.path) from exc
-
-
-def _pack(data: bytes) -> str | bytes:
-    """JSON text, or its zlib compression when that saves space."""
-    size = len(data)
-    if size >= _COMPRESS_MIN:
-        # A window just big enough for the data: the same ratio as the default
-        # window, at a fraction of the set-up cost for small messages.
-        wbits = min(max(size.bit_length(), 9), 15)
-        packer = zlib.compressobj(6, zlib.DEFLATED, wbits, wbits - 7)
-        packed = packer.compress(data) + packer.flush()
-        if len(packed) <= size - size // 8:  # worth giving up readable text
-            return packed
-    return data.decode()
-
-
-def _decode_row(session_id: str, table: str, row: int | str, data: object, type_: type[T]) -> T:
-    if isinstance(data, bytes):
-        try:
-            data = zlib.decompress(data)
-        except zlib.error as exc:
-            raise StoreCorruptError(
-                session_id, table, row, f"not zlib-compressed JSON: {exc}"
-            ) from exc
-    elif not isinstance(data, str):
-        raise StoreCorruptError(session_id, table, row, f"expected JSON text, found {data!r}")
-    try:
-        return decode(data, type_)
-    except CodecError as exc:
-        raise StoreCorruptError(session_id, table, row, exc.reason, path=exc.path) from exc

@@ -1,0 +1,97 @@
+"""How the SQL stores write rows: compact message JSON, optionally compressed, decoded strictly.
+
+Shared by the SQLite and PostgreSQL stores, which therefore store messages
+byte-for-byte alike. A row that does not decode is a ``StoreCorruptError``
+naming the session, table, row and JSON path.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from ..kernel.codec import decode, encode, from_builtins, to_builtins
+from ..kernel.errors import CodecError
+from ..kernel.llm import LlmUsage
+from ..kernel.messages import Message
+from .base import StoreCorruptError, UsageRow
+
+T = TypeVar("T")
+
+COMPRESS_MIN = 64
+"""Message JSON at least this long is stored zlib-compressed if that saves 1/8 or more."""
+
+
+def encode_message(message: Message) -> bytes:
+    """A message's JSON without the part ids that follow ``{message_id}.p{index}``.
+
+    Those ids are derivable, and they repeat the (long) message id in every part;
+    ``decode_message`` puts them back.
+    """
+    doc = to_builtins(message)
+    prefix = f"{message.id}.p"
+    for i, part in enumerate(doc.get("parts", ())):
+        if part["id"] == f"{prefix}{i}":
+            del part["id"]
+    return encode(doc)
+
+
+def decode_message(session_id: str, seq: int, data: object) -> Message:
+    """A stored message row back as a ``Message`` (part ids restored)."""
+    raw = decode_row(session_id, "messages", seq, data, dict)
+    mid = raw.get("id")
+    parts = raw.get("parts")
+    if isinstance(mid, str) and isinstance(parts, list):
+        for i, part in enumerate(parts):
+            if isinstance(part, dict) and "id" not in part:
+                part["id"] = f"{mid}.p{i}"
+    try:
+        return from_builtins(raw, Message)
+    except CodecError as exc:
+        raise StoreCorruptError(session_id, "messages", seq, exc.reason, path=exc.path) from exc
+
+
+def pack(data: bytes) -> str | bytes:
+    """JSON text, or its zlib compression when that saves space."""
+    size = len(data)
+    if size >= COMPRESS_MIN:
+        # A window just big enough for the data: the same ratio as the default
+        # window, at a fraction of the set-up cost for small messages.
+        wbits = min(max(size.bit_length(), 9), 15)
+        packer = zlib.compressobj(6, zlib.DEFLATED, wbits, wbits - 7)
+        packed = packer.compress(data) + packer.flush()
+        if len(packed) <= size - size // 8:  # worth giving up readable text
+            return packed
+    return data.decode()
+
+
+def decode_row(session_id: str, table: str, row: int | str, data: object, type_: type[T]) -> T:
+    """A stored JSON row (text, or zlib-compressed bytes) decoded into ``type_``."""
+    if isinstance(data, bytes):
+        try:
+            data = zlib.decompress(data)
+        except zlib.error as exc:
+            raise StoreCorruptError(
+                session_id, table, row, f"not zlib-compressed JSON: {exc}"
+            ) from exc
+    elif not isinstance(data, str):
+        raise StoreCorruptError(session_id, table, row, f"expected JSON text, found {data!r}")
+    try:
+        return decode(data, type_)
+    except CodecError as exc:
+        raise StoreCorruptError(session_id, table, row, exc.reason, path=exc.path) from exc
+
+
+def decode_usage_rows(
+    session_id: str, rows: Iterable[tuple[str, str, Any]]
+) -> tuple[UsageRow, ...]:
+    """Stored ``(source, model, usage_json)`` rows as ``UsageRow``s, in row order."""
+    return tuple(
+        UsageRow(
+            source=source,
+            model=model,
+            usage=decode_row(session_id, "usage", f"{source}/{model}", data, LlmUsage),
+        )
+        for source, model, data in rows
+    )
