@@ -558,19 +558,20 @@ class Session:
                 turn_id, StopReason.RUNTIME_ERROR, str(exc), "runtime", "unknown_agent_frame"
             )
         turn_index = self._turn_index + 1
+        enqueued: list[Message] = []
+        hooks = core.plugins.parts.before_turn_hooks
+        if hooks:
+            stop = await self._before_turn(hooks, turn_id, turn_index, turn_input.text, enqueued)
+            if stop is not None:
+                return stop
+        # Images are stored only once nothing can end the turn before it starts.
         try:
-            inputs = [await self._input_message(f"{turn_id}.in", turn_input)]
+            inputs = [await self._input_message(f"{turn_id}.in", turn_input), *enqueued]
         except Exception as exc:
             message = f"could not store the input's images: {type(exc).__name__}: {exc}"
             return self._ended_early(
                 turn_id, StopReason.RUNTIME_ERROR, message, "runtime", "attachment_store_failed"
             )
-        text = turn_input.text
-        hooks = core.plugins.parts.before_turn_hooks
-        if hooks:
-            stop = await self._before_turn(hooks, turn_id, turn_index, text, inputs)
-            if stop is not None:
-                return stop
         await core.plugins.emit(TurnStartedEvent(session_id=self.id, turn_id=turn_id))
         machine = TurnMachine(
             config,
@@ -733,7 +734,7 @@ class Session:
                                 turn_id, StopReason.RUNTIME_ERROR, message, "plugin",
                                 "plugin_prepare_turn",
                             )  # fmt: skip
-                        mid = f"{turn_id}.pre{len(inputs)}"
+                        mid = f"{turn_id}.pre{len(inputs) + 1}"  # after the user message
                         parts = injected.parts or (
                             Part(id="", kind=PartKind.TEXT, content=injected.content),
                         )

@@ -115,3 +115,28 @@ def test_attachment_urls_and_tier_checks(tmp_path: Path) -> None:
         )
     with pytest.raises(ConfigError, match="it is not an attachment store"):
         LashCore(provider=provider, model="m", attachments=object())  # type: ignore[arg-type]
+
+
+def test_a_turn_aborted_before_it_starts_stores_no_images() -> None:
+    from lash.runtime.plugins import AbortTurn, PluginRegistrar, TurnHookContext
+
+    class Guard:
+        id = "guard"
+
+        def register(self, registrar: PluginRegistrar) -> None:
+            async def stop(ctx: TurnHookContext) -> AbortTurn:
+                return AbortTurn(message="not now")
+
+            registrar.before_turn(stop)
+
+    async def main() -> tuple[Any, list[str], list[Any]]:
+        core = LashCore(provider=ScriptedProvider([]), model="m", plugins=[Guard()])
+        async with core.session("s") as session:
+            result = await session.run(TurnInput(images=(Image(data=PNG, mime="image/png"),)))
+        ids = list(await core.attachments.list_ids())
+        return result, ids, await core.attachment_manifest.entries()
+
+    result, ids, entries = asyncio.run(main())
+    assert result.outcome.reason is StopReason.PLUGIN_ABORT  # type: ignore[union-attr]
+    assert ids == []  # no bytes written
+    assert entries == []  # and no intent recorded
