@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from ._closing import AsyncClosing
 from .attachments import AttachmentManifest, AttachmentStore, SessionAttachments
 from .kernel.attachments import ImageMediaType
 from .kernel.errors import ToolDefinitionError
@@ -241,7 +242,7 @@ def _resolve_attachments(
     return attachments, manifest
 
 
-class LashCore:
+class LashCore(AsyncClosing):
     """Everything sessions share: provider, model, tools, prompt, store and effect host.
 
     Keyword arguments only. ``provider`` takes a provider object or a selection
@@ -392,17 +393,6 @@ class LashCore:
         if self._owns_attachments:
             await self.attachments.aclose()
             await self.attachment_manifest.aclose()
-
-    async def __aenter__(self) -> LashCore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def session(self, session_id: str) -> SessionContext:
         """Open (or resume) a session: ``async with core.session("chat-1") as session``."""

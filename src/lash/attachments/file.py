@@ -19,11 +19,11 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
 import msgspec
 
+from .._closing import AsyncClosing
 from ..kernel.attachments import AttachmentRef, is_content_id
 from ..runtime.effects import DurabilityTier
 from ..store.base import StoreError
@@ -83,7 +83,7 @@ def _atomic_write(directory: Path, name: str, data: bytes) -> None:
     _fsync_dir(directory)
 
 
-class FileAttachmentStore:
+class FileAttachmentStore(AsyncClosing):
     """Content-addressed attachments under ``root``; Durable.
 
     ``stored_at`` is the data file's modification time, set from ``clock`` on
@@ -299,17 +299,6 @@ class FileAttachmentStore:
     async def aclose(self) -> None:
         """Refuse further work; idempotent (nothing is held open)."""
         self._closed = True
-
-    async def __aenter__(self) -> FileAttachmentStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"FileAttachmentStore({str(self._root)!r})"

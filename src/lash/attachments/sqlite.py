@@ -13,11 +13,11 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import msgspec
 
+from .._closing import AsyncClosing
 from ..kernel.attachments import AttachmentRef
 from ..runtime.effects import DurabilityTier
 from ..store.base import check_session_id
@@ -63,7 +63,7 @@ _MANIFEST_DDL = (
 )
 
 
-class SqliteAttachmentStore:
+class SqliteAttachmentStore(AsyncClosing):
     """Attachments as BLOB rows in one SQLite file; bytes are hash-checked on every read.
 
     ``path=":memory:"`` gives a private in-memory database (Inline tier).
@@ -169,17 +169,6 @@ class SqliteAttachmentStore:
         """Close without blocking the event loop; idempotent."""
         await self._db.aclose()
 
-    async def __aenter__(self) -> SqliteAttachmentStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     def __repr__(self) -> str:
         return f"SqliteAttachmentStore({self._db.label!r})"
 
@@ -228,7 +217,7 @@ def _end(conn: sqlite3.Connection, commit: bool) -> None:
         conn.execute("COMMIT" if commit else "ROLLBACK")
 
 
-class SqliteAttachmentManifest:
+class SqliteAttachmentManifest(AsyncClosing):
     """The manifest as one SQLite table keyed by ``(session_id, attachment_id)``.
 
     A ``hold`` is a ``BEGIN IMMEDIATE`` transaction, so it excludes writers in
@@ -363,17 +352,6 @@ class SqliteAttachmentManifest:
     async def aclose(self) -> None:
         """Close without blocking the event loop; idempotent."""
         await self._db.aclose()
-
-    async def __aenter__(self) -> SqliteAttachmentManifest:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"SqliteAttachmentManifest({self._db.label!r})"

@@ -36,11 +36,11 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
 import msgspec
 
+from .._closing import AsyncClosing
 from .._sqlite import SqliteThread, connect, enable_wal
 from ..kernel.codec import decode, encode
 from ..kernel.errors import CodecError
@@ -127,7 +127,7 @@ def _default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
-class SqliteJournalHost:
+class SqliteJournalHost(AsyncClosing):
     """A durable effect host journaling every effect in one SQLite file.
 
     ``owner_id`` identifies this worker in leases (default: host, pid and a
@@ -195,17 +195,6 @@ class SqliteJournalHost:
     async def aclose(self) -> None:
         """Close without blocking the event loop (idempotent)."""
         await self._thread.aclose()
-
-    async def __aenter__(self) -> SqliteJournalHost:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         thread = getattr(self, "_thread", None)  # absent while the constructor runs

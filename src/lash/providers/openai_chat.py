@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .._closing import AsyncClosing
 from ..kernel.attachments import AttachmentRef
 from ..kernel.llm import (
     ImageBlock,
@@ -392,7 +393,7 @@ def _auto_max_tokens_field(base_url: str) -> str:
     return "max_completion_tokens" if host.endswith("openai.com") else "max_tokens"
 
 
-class OpenAIChatProvider:
+class OpenAIChatProvider(AsyncClosing):
     """Chat Completions over httpx, streaming when a callback is given.
 
     ``model_prefix`` is stripped from ``request.model`` when present (so
@@ -438,12 +439,6 @@ class OpenAIChatProvider:
     def name(self) -> str:
         """The provider kind (``openai``, ``openrouter``, ...)."""
         return self._name
-
-    async def __aenter__(self) -> OpenAIChatProvider:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the HTTP client if this provider created it."""

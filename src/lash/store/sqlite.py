@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, TypeVar
 
+from .._closing import AsyncClosing
 from .._sqlite import SqliteThread, connect, enable_wal
 from ..kernel.codec import encode
 from ..kernel.llm import LlmUsage
@@ -90,7 +91,7 @@ _SCHEMA = (
 )
 
 
-class SqliteStore:
+class SqliteStore(AsyncClosing):
     """A durable session store in ``<path>/lash.sqlite3``.
 
     Several instances (and processes) may share one directory: every
@@ -171,17 +172,6 @@ class SqliteStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    async def __aenter__(self) -> SqliteStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         state = (
