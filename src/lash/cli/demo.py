@@ -29,11 +29,20 @@ from ..testing.scripted import Reply, ScriptedProvider, ToolCall
 
 FORECASTS = {"oslo": "light snow, -3 °C", "lisbon": "sunny, 19 °C"}
 
+SPANS: dict[str, tuple[float, float]] = {}
+"""When each demo tool call ran (start, end), to show which calls overlapped."""
+
+
+def _ran(name: str, started: float) -> None:
+    SPANS[name] = (started, time.monotonic())
+
 
 @tool
 async def multiply(a: int, b: int) -> int:
     """Multiply two integers."""
+    started = time.monotonic()
     await asyncio.sleep(0.05)
+    _ran("multiply", started)
     return a * b
 
 
@@ -44,7 +53,9 @@ def weather(city: str) -> str:
     Args:
         city: The city's name, e.g. "Oslo".
     """
+    started = time.monotonic()
     time.sleep(0.05)  # a blocking call: it runs in a worker thread, not on the event loop
+    _ran("weather", started)
     return FORECASTS.get(city.lower(), "no forecast available")
 
 
@@ -100,14 +111,10 @@ def _show(activity: TurnActivity, out: TextIO) -> None:
     out.flush()
 
 
-async def _turn(
-    session: Session, text: str, out: TextIO, clock: dict[str, float] | None = None
-) -> TurnResult:
+async def _turn(session: Session, text: str, out: TextIO) -> TurnResult:
     out.write(f"\nuser: {text}\n")
     async with session.turn(text).stream() as turn:
         async for activity in turn:
-            if clock is not None and isinstance(activity, ToolCallStarted | ToolCallCompleted):
-                clock.setdefault(f"{activity.type}:{activity.name}", time.perf_counter())
             _show(activity, out)
     result = turn.result
     out.write(
@@ -145,21 +152,20 @@ async def _demo(out: TextIO, data_dir: str) -> list[TurnResult]:
     out.write(f"sessions are stored in {store_url}\n")
     results = []
     async with make_core() as core, core.session("demo") as session:
-        clock: dict[str, float] = {}
+        SPANS.clear()
         question = "What is 12 x 7 + 5, and how is the weather in Oslo?"
-        results.append(await _turn(session, question, out, clock))
+        results.append(await _turn(session, question, out))
         results.append(await _turn(session, "Now add 2.", out))
         history = len(session.messages)
     out.write("\n(the first core is closed; a new one opens the same store from disk)\n")
     async with make_core() as core, core.session("demo") as resumed:
         reopened = (len(resumed.messages), resumed.revision)
         results.append(await _turn(resumed, "What did I ask first?", out))
-    # multiply and weather take 50 ms each: together well under 100 ms means they overlapped
-    window = (
-        max(clock["tool_call_completed:multiply"], clock["tool_call_completed:weather"])
-        - clock["tool_call_started:multiply"]
-    )
-    concurrent = window < 0.095
+    # The calls overlapped when each started before the other ended (however slow
+    # the machine); one after the other they never would.
+    (m_start, m_end), (w_start, w_end) = SPANS["multiply"], SPANS["weather"]
+    concurrent = m_start < w_end and w_start < m_end
+    window = max(m_end, w_end) - min(m_start, w_start)
     refused = results[1].tool_calls[0].output.outcome
     code = refused.code if isinstance(refused, ToolFailure) else "none"
     out.write(
