@@ -444,7 +444,7 @@ async def _cancel_after(token: CancelToken, seconds: float) -> None:
 
 def test_cancelling_during_the_model_call_stops_quickly_and_commits() -> None:
     async def body() -> tuple[TurnResult, float, Session, ScriptedProvider]:
-        core, provider = _core([Reply(text="too late", delay=1.0)])
+        core, provider = _core([Reply(text="too late", delay=30.0)])
         async with core.session("s1") as session:
             token = CancelToken()
             canceller = asyncio.create_task(_cancel_after(token, 0.02))
@@ -456,7 +456,7 @@ def test_cancelling_during_the_model_call_stops_quickly_and_commits() -> None:
 
     result, elapsed, session, provider = run(body())
     assert _stop(result) is StopReason.CANCELLED
-    assert elapsed < 0.5
+    assert elapsed < 1.5  # far below the 30 s reply: it did not wait for the model
     assert provider.calls == 1
     assert result.revision == session.revision == 1
     assert [m.id for m in session.messages] == ["t1.in"]
@@ -505,7 +505,7 @@ def test_cancelling_during_a_tool_stops_the_turn() -> None:
 
     result, elapsed, session = run(body())
     assert _stop(result) is StopReason.CANCELLED
-    assert elapsed < 0.3
+    assert elapsed < 1.5  # the tool never returns: only cancellation ends the turn
     assert result.revision == session.revision == 1
 
 
@@ -554,7 +554,7 @@ def test_a_cancelled_tool_call_is_answered_so_the_history_stays_resumable() -> N
 
 def test_leaving_the_stream_early_cancels_the_turn() -> None:
     async def body() -> tuple[Any, TurnResult, TurnResult]:
-        core, provider = _core([Reply(text="slow answer", delay=1.0), Reply(text="next")])
+        core, provider = _core([Reply(text="slow answer", delay=30.0), Reply(text="next")])
         async with core.session("s1") as session:
             started = time.monotonic()
             first = None
@@ -562,7 +562,7 @@ def test_leaving_the_stream_early_cancels_the_turn() -> None:
                 async for activity in turn:
                     first = activity
                     break
-            assert time.monotonic() - started < 0.5
+            assert time.monotonic() - started < 1.5  # far below the 30 s reply
             assert provider.calls == 1
             result = turn.result
             assert result.revision == session.revision == 1
