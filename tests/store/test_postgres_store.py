@@ -174,7 +174,7 @@ def test_connect_opens_and_messages_are_stored_compactly(schema: str) -> None:
         ).fetchall()
     first, second = bytes(rows[0][0]), bytes(rows[1][0])
     # Derivable part ids ("s.p0") are left out and restored on load; big rows are zlib.
-    assert first == encode(small).replace(b'"id":"s.p0",', b"")
+    assert first == encode(small).replace(b'"id":"s.p0",', b"").replace(b'"id":"s",', b"")
     assert zlib.decompress(second).startswith(b"{")
     assert len(second) < len(encode(big)) // 10
 
@@ -390,10 +390,11 @@ def _seed(schema: str) -> None:
         (b"{not json", "$", "malformed"),
         (b"{\xff\xfe}", "$", "not UTF-8"),
         (b"\x78\x9cnot zlib", "$", "not zlib-compressed JSON"),
-        (zlib.compress(b'{"id": "x"}'), "$", "missing required field `role`"),
-        (b'{"id": 5, "role": "user"}', "$.id", "Expected `str`"),
+        (zlib.compress(b'{"parts": []}'), "$", "missing required field `role`"),
+        (b'{"role": "user", "parts": 5}', "$.parts", "Expected `array`"),
+        (b'{"id": "m-1", "role": "user"}', "$.id", "repeats the message id"),
         (
-            b'{"id": "x", "role": "user", "parts": [{"id": "p", "kind": "nope"}]}',
+            b'{"role": "user", "parts": [{"id": "p", "kind": "nope"}]}',
             "$.parts[0].kind",
             "Invalid enum",
         ),
@@ -416,11 +417,11 @@ def test_a_corrupt_message_row_is_a_typed_error(
             with pytest.raises(StoreCorruptError) as info:
                 await store.load("s")
             err = info.value
-            assert (err.session_id, err.table, err.row, err.path) == ("s", "messages", 1, path)
+            assert (err.session_id, err.table, err.row, err.path) == ("s", "messages", "m-1", path)
             assert reason.lower() in err.reason.lower()
             assert "'s'" in str(err)
             assert "'messages'" in str(err)
-            assert "row 1" in str(err)
+            assert "row m-1" in str(err)
 
     run(body())
 

@@ -100,7 +100,8 @@ def test_large_messages_are_compressed_and_small_ones_stay_text(tmp_path: Path) 
     stored = conn.execute("SELECT message_json FROM messages ORDER BY seq").fetchone()[0]
     conn.close()
     # Derivable part ids ("s.p0") are left out of the stored JSON and restored on load.
-    assert rows[0] == ("text", len(encode(small)) - len(b'"id":"s.p0",'))
+    # The message id lives in its own column (node_id), so the JSON leaves it out too.
+    assert rows[0] == ("text", len(encode(small)) - len(b'"id":"s",') - len(b'"id":"s.p0",'))
     assert '"s.p0"' not in stored
     assert rows[1][0] == "blob"
     assert rows[1][1] < len(encode(big)) // 10
@@ -326,10 +327,11 @@ def _seed(tmp_path: Path) -> None:
     [
         ("{not json", "$", "malformed"),
         (b"\x78\x9cnot zlib", "$", "not zlib-compressed JSON"),
-        (zlib.compress(b'{"id": "x"}'), "$", "missing required field `role`"),
-        ('{"id": 5, "role": "user"}', "$.id", "Expected `str`"),
+        (zlib.compress(b'{"parts": []}'), "$", "missing required field `role`"),
+        ('{"role": "user", "parts": 5}', "$.parts", "Expected `array`"),
+        ('{"id": "m-1", "role": "user"}', "$.id", "repeats the message id"),
         (
-            '{"id": "x", "role": "user", "parts": [{"id": "p", "kind": "nope"}]}',
+            '{"role": "user", "parts": [{"id": "p", "kind": "nope"}]}',
             "$.parts[0].kind",
             "Invalid enum",
         ),
@@ -348,11 +350,11 @@ def test_a_corrupt_message_row_is_a_typed_error(
             with pytest.raises(StoreCorruptError) as info:
                 await store.load("s")
             err = info.value
-            assert (err.session_id, err.table, err.row, err.path) == ("s", "messages", 1, path)
+            assert (err.session_id, err.table, err.row, err.path) == ("s", "messages", "m-1", path)
             assert reason.lower() in err.reason.lower()
             assert "'s'" in str(err)
             assert "'messages'" in str(err)
-            assert "row 1" in str(err)
+            assert "row m-1" in str(err)
             assert path in str(err)
 
     run(body())

@@ -15,7 +15,7 @@ from ..kernel.codec import decode, encode, from_builtins, to_builtins
 from ..kernel.errors import CodecError
 from ..kernel.llm import LlmUsage
 from ..kernel.messages import Message
-from .base import StoreCorruptError, UsageRow
+from .base import RuntimeCommit, StoreCorruptError, UsageRow
 
 T = TypeVar("T")
 
@@ -24,12 +24,13 @@ COMPRESS_MIN = 64
 
 
 def encode_message(message: Message) -> bytes:
-    """A message's JSON without the part ids that follow ``{message_id}.p{index}``.
+    """A message's JSON without its id and the part ids that follow ``{id}.p{index}``.
 
-    Those ids are derivable, and they repeat the (long) message id in every part;
-    ``decode_message`` puts them back.
+    The id is stored in its own column (the node id), and the part ids are
+    derivable from it; ``decode_message`` puts both back.
     """
     doc = to_builtins(message)
+    del doc["id"]
     prefix = f"{message.id}.p"
     for i, part in enumerate(doc.get("parts", ())):
         if part["id"] == f"{prefix}{i}":
@@ -37,19 +38,23 @@ def encode_message(message: Message) -> bytes:
     return encode(doc)
 
 
-def decode_message(session_id: str, seq: int, data: object) -> Message:
-    """A stored message row back as a ``Message`` (part ids restored)."""
-    raw = decode_row(session_id, "messages", seq, data, dict)
-    mid = raw.get("id")
+def decode_message(session_id: str, node_id: str, data: object) -> Message:
+    """A stored message row back as a ``Message`` (its id and part ids restored)."""
+    raw = decode_row(session_id, "messages", node_id, data, dict)
+    if "id" in raw:
+        raise StoreCorruptError(
+            session_id, "messages", node_id, "the row repeats the message id", path="$.id"
+        )
+    raw["id"] = node_id
     parts = raw.get("parts")
-    if isinstance(mid, str) and isinstance(parts, list):
+    if isinstance(parts, list):
         for i, part in enumerate(parts):
             if isinstance(part, dict) and "id" not in part:
-                part["id"] = f"{mid}.p{i}"
+                part["id"] = f"{node_id}.p{i}"
     try:
         return from_builtins(raw, Message)
     except CodecError as exc:
-        raise StoreCorruptError(session_id, "messages", seq, exc.reason, path=exc.path) from exc
+        raise StoreCorruptError(session_id, "messages", node_id, exc.reason, path=exc.path) from exc
 
 
 def pack(data: bytes) -> str | bytes:
@@ -95,3 +100,20 @@ def decode_usage_rows(
         )
         for source, model, data in rows
     )
+
+
+def commit_messages(commit: RuntimeCommit) -> tuple[Message, ...]:
+    """The messages a commit writes: its appended messages, or its replacement graph's."""
+    if commit.replace_graph is not None:
+        return tuple(n.message for n in commit.replace_graph)
+    return commit.messages
+
+
+def sum_usage(commit: RuntimeCommit) -> dict[tuple[str, str], LlmUsage]:
+    """A commit's usage rows summed by (source, model), in first-seen order."""
+    usage: dict[tuple[str, str], LlmUsage] = {}
+    for row in commit.usage:
+        key = (row.source, row.model)
+        prior = usage.get(key)
+        usage[key] = row.usage if prior is None else prior + row.usage
+    return usage

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
 from ..kernel.codec import canonical_hash
 from ..kernel.llm import LlmUsage
 from ..kernel.messages import Message
+from ..kernel.outcome import TurnOutcome
 from ..runtime.effects import DurabilityTier
+
+if TYPE_CHECKING:
+    from .graph import SessionGraph
 
 _S = {"frozen": True, "kw_only": True, "omit_defaults": True}
 
@@ -30,10 +35,38 @@ class TurnStamp(msgspec.Struct, **_S):
     commit_hash: str
 
 
+class GraphNode(msgspec.Struct, **_S):
+    """A node of the session graph: a message and the node it follows (None: the root)."""
+
+    message: Message
+    parent_id: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The node id, which is the message id."""
+        return self.message.id
+
+
+class TurnRecord(msgspec.Struct, **_S):
+    """What a committed turn ended with, kept with its stamp so a replay can return it."""
+
+    outcome: TurnOutcome
+    usage: LlmUsage = msgspec.field(default_factory=LlmUsage)
+
+
 class RuntimeCommit(msgspec.Struct, **_S):
     """What one turn adds to a session; O(the turn), never O(history).
 
     Only a session's first commit may leave ``expected_revision`` unset.
+
+    ``messages`` are appended as a chain under ``parent_id`` (default: the
+    current leaf). ``leaf_id`` then becomes the leaf; by default the last
+    appended message is, or the leaf stays where it was when nothing is
+    appended. ``replace_graph`` (fork and rewrite only) replaces every node,
+    tombstoned ones included, with the given nodes, parents before children;
+    ``messages`` and ``parent_id`` must then be empty. A missing parent, a
+    duplicate id, a second root or an unknown leaf is a ``GraphError`` and
+    nothing is written.
     """
 
     session_id: str
@@ -45,6 +78,11 @@ class RuntimeCommit(msgspec.Struct, **_S):
     frame_id: str | None = None
     """The agent frame the session is in after this commit (None: the default frame)."""
     stamp: TurnStamp | None = None
+    parent_id: str | None = None
+    leaf_id: str | None = None
+    replace_graph: tuple[GraphNode, ...] | None = None
+    record: TurnRecord | None = None
+    """The turn's outcome, returned again when the same turn is run once more."""
 
 
 def commit_hash(commit: RuntimeCommit) -> str:
@@ -54,7 +92,12 @@ def commit_hash(commit: RuntimeCommit) -> str:
 
 
 class StoredSession(msgspec.Struct, **_S):
-    """A session as loaded: history, counters and the usage ledger."""
+    """A session as loaded: counters, the usage ledger and the session graph.
+
+    ``messages`` is the active path, root first: what the next turn continues.
+    ``nodes`` holds every live (not tombstoned) node in the order it was
+    committed, and ``leaf_id`` the end of the active path.
+    """
 
     session_id: str
     revision: int
@@ -63,6 +106,27 @@ class StoredSession(msgspec.Struct, **_S):
     iteration: int = 0
     usage: tuple[UsageRow, ...] = ()
     frame_id: str | None = None
+    leaf_id: str | None = None
+    nodes: tuple[GraphNode, ...] = ()
+
+    @property
+    def graph(self) -> SessionGraph:
+        """The session graph as a read view."""
+        from .graph import SessionGraph
+
+        return SessionGraph(self.nodes, self.leaf_id)
+
+
+class CommittedTurn(msgspec.Struct, **_S):
+    """A turn's landed commit, looked up by its id: the stamp, record and messages."""
+
+    session_id: str
+    turn_id: str
+    revision: int
+    commit_hash: str
+    record: TurnRecord | None = None
+    messages: tuple[Message, ...] = ()
+    """The live messages whose ids start with ``{turn_id}.``, in commit order."""
 
 
 class CommitResult(msgspec.Struct, **_S):
@@ -97,6 +161,22 @@ class TurnCommitConflict(StoreError):
             f"{stored_hash[:12]}..., not {stamp.commit_hash[:12]}..."
         )
         self.stamp = stamp
+
+
+class GraphError(StoreError):
+    """A commit or graph operation does not fit the session graph; nothing was written.
+
+    ``problem`` is one of ``unknown_parent``, ``duplicate_id``, ``second_root``,
+    ``unknown_leaf``, ``unordered`` (a child before its parent),
+    ``replace_with_messages`` and ``on_active_path``.
+    """
+
+    def __init__(self, session_id: str, node_id: str | None, problem: str, detail: str) -> None:
+        where = f" node {node_id!r}" if node_id is not None else ""
+        super().__init__(f"session {session_id!r}{where}: {detail}")
+        self.session_id = session_id
+        self.node_id = node_id
+        self.problem = problem
 
 
 class StoreSchemaError(StoreError):
@@ -158,6 +238,27 @@ def check_commit(commit: RuntimeCommit) -> None:
             )
         if stamp.commit_hash != commit_hash(commit):
             raise ValueError(f"turn {stamp.turn_id!r}: the stamp's hash does not match the commit")
+    from .graph import check_commit_graph
+
+    check_commit_graph(commit)
+
+
+def check_node_ids(node_ids: Iterable[str]) -> list[str]:
+    """Node ids as a list of strings, else ``ValueError``."""
+    if isinstance(node_ids, str):
+        raise ValueError(f"node ids must be a collection of strings, not the string {node_ids!r}")
+    ids = list(node_ids)
+    for nid in ids:
+        if not isinstance(nid, str) or not nid:
+            raise ValueError(f"node ids must be non-empty strings, got {nid!r}")
+    return ids
+
+
+def check_turn_id(turn_id: object) -> str:
+    """``turn_id`` if it is a non-blank string, else ``ValueError``."""
+    if not isinstance(turn_id, str) or not turn_id.strip() or "\x00" in turn_id:
+        raise ValueError(f"turn id must be a non-blank string without NUL, got {turn_id!r}")
+    return turn_id
 
 
 class SessionStore(Protocol):
@@ -175,6 +276,19 @@ class SessionStore(Protocol):
 
         Loaded usage rows come back in the order their (source, model) was first seen.
         """
+
+    async def load_turn(self, session_id: str, turn_id: str) -> CommittedTurn | None:
+        """The landed commit of ``turn_id``, or None if that turn never committed."""
+
+    async def tombstone(self, session_id: str, node_ids: Iterable[str]) -> int:
+        """Hide nodes and everything below them; returns how many were newly hidden.
+
+        Unknown ids are ignored; a node on the active path is a ``GraphError``
+        (nothing is hidden then).
+        """
+
+    async def vacuum(self, session_id: str) -> int:
+        """Delete the session's tombstoned nodes for good; returns how many this call removed."""
 
     async def aclose(self) -> None:
         """Release connections and threads (a no-op for stores that hold none)."""

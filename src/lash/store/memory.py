@@ -2,32 +2,58 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ..kernel.llm import LlmUsage
-from ..kernel.messages import Message
 from ..runtime.effects import DurabilityTier
 from .base import (
     CommitResult,
+    CommittedTurn,
+    GraphError,
+    GraphNode,
     HeadRevisionConflict,
     RuntimeCommit,
     StoredSession,
     TurnCommitConflict,
+    TurnRecord,
     UsageRow,
     check_commit,
+    check_node_ids,
     check_session_id,
+    check_turn_id,
 )
+from .graph import active_path, descendants
 
 
 class _Session:
-    __slots__ = ("frame_id", "iteration", "messages", "revision", "stamps", "turn_index", "usage")
+    __slots__ = (
+        "dead",
+        "frame_id",
+        "iteration",
+        "leaf",
+        "nodes",
+        "revision",
+        "stamps",
+        "turn_index",
+        "usage",
+    )
 
     def __init__(self) -> None:
         self.revision = 0
-        self.messages: list[Message] = []
+        self.nodes: dict[str, GraphNode] = {}  # commit order; tombstoned ones included
+        self.dead: set[str] = set()
+        self.leaf: str | None = None
         self.turn_index = 0
         self.iteration = 0
         self.frame_id: str | None = None
         self.usage: dict[tuple[str, str], LlmUsage] = {}
-        self.stamps: dict[str, tuple[str, CommitResult]] = {}
+        self.stamps: dict[str, tuple[str, CommitResult, TurnRecord | None]] = {}
+
+    def live(self) -> list[GraphNode]:
+        return [n for nid, n in self.nodes.items() if nid not in self.dead]
+
+    def path(self) -> list[str]:
+        return active_path({nid: n.parent_id for nid, n in self.nodes.items()}, self.leaf)
 
 
 class MemoryStore:
@@ -49,19 +75,38 @@ class MemoryStore:
         return StoredSession(
             session_id=session_id,
             revision=s.revision,
-            messages=tuple(s.messages),
+            messages=tuple(s.nodes[i].message for i in s.path()),
             turn_index=s.turn_index,
             iteration=s.iteration,
             frame_id=s.frame_id,
             usage=tuple(
                 UsageRow(source=src, model=model, usage=u) for (src, model), u in s.usage.items()
             ),
+            leaf_id=s.leaf,
+            nodes=tuple(s.live()),
+        )
+
+    async def load_turn(self, session_id: str, turn_id: str) -> CommittedTurn | None:
+        """The landed commit of ``turn_id``, or None."""
+        s = self._sessions.get(check_session_id(session_id))
+        seen = None if s is None else s.stamps.get(check_turn_id(turn_id))
+        if s is None or seen is None:
+            return None
+        prefix = f"{turn_id}."
+        return CommittedTurn(
+            session_id=session_id,
+            turn_id=turn_id,
+            revision=seen[1].revision,
+            commit_hash=seen[0],
+            record=seen[2],
+            messages=tuple(n.message for n in s.live() if n.id.startswith(prefix)),
         )
 
     async def commit(self, commit: RuntimeCommit) -> CommitResult:
         """Apply one commit (see ``SessionStore.commit``)."""
         check_commit(commit)
-        s = self._sessions.get(commit.session_id)
+        sid = commit.session_id
+        s = self._sessions.get(sid)
         stamp = commit.stamp
         if stamp is not None and s is not None:
             seen = s.stamps.get(stamp.turn_id)
@@ -71,10 +116,43 @@ class MemoryStore:
                 raise TurnCommitConflict(stamp, seen[0])
         actual = s.revision if s is not None else None
         if commit.expected_revision != actual:
-            raise HeadRevisionConflict(commit.session_id, commit.expected_revision, actual)
+            raise HeadRevisionConflict(sid, commit.expected_revision, actual)
+        # Check the graph change completely before changing anything.
+        nodes = {} if s is None else s.nodes
+        dead = set() if s is None else s.dead
+        leaf = None if s is None else s.leaf
+        if commit.replace_graph is not None:
+            new_nodes = {n.id: n for n in commit.replace_graph}
+            new_dead: set[str] = set()
+            new_leaf = commit.leaf_id
+            if new_leaf is None and commit.replace_graph:
+                new_leaf = commit.replace_graph[-1].id
+        else:
+            parent = commit.parent_id if commit.parent_id is not None else leaf
+            if commit.parent_id is not None and (parent not in nodes or parent in dead):
+                raise GraphError(sid, parent, "unknown_parent", "the parent is not in the session")
+            appended: list[GraphNode] = []
+            for m in commit.messages:
+                if m.id in nodes:
+                    raise GraphError(sid, m.id, "duplicate_id", "the session already has this id")
+                appended.append(GraphNode(message=m, parent_id=parent))
+                parent = m.id
+            new_leaf = commit.leaf_id
+            if new_leaf is None:
+                new_leaf = appended[-1].id if appended else leaf
+            elif (new_leaf not in nodes or new_leaf in dead) and all(
+                n.id != new_leaf for n in appended
+            ):
+                raise GraphError(sid, new_leaf, "unknown_leaf", "the leaf is not in the session")
         if s is None:
-            s = self._sessions[commit.session_id] = _Session()
-        s.messages.extend(commit.messages)
+            s = self._sessions[sid] = _Session()
+        if commit.replace_graph is not None:
+            s.nodes = new_nodes
+            s.dead = new_dead
+        else:
+            for n in appended:  # O(the turn): checked above, applied in place
+                s.nodes[n.id] = n
+        s.leaf = new_leaf
         s.turn_index = commit.turn_index
         s.iteration = commit.iteration
         s.frame_id = commit.frame_id
@@ -85,8 +163,36 @@ class MemoryStore:
         s.revision += 1
         result = CommitResult(revision=s.revision)
         if stamp is not None:
-            s.stamps[stamp.turn_id] = (stamp.commit_hash, result)
+            s.stamps[stamp.turn_id] = (stamp.commit_hash, result, commit.record)
         return result
+
+    async def tombstone(self, session_id: str, node_ids: Iterable[str]) -> int:
+        """Hide nodes and their descendants (see ``SessionStore.tombstone``)."""
+        ids = check_node_ids(node_ids)
+        s = self._sessions.get(check_session_id(session_id))
+        if s is None:
+            return 0
+        live = s.live()
+        known = [i for i in ids if i in s.nodes and i not in s.dead]
+        hidden = descendants(live, known)
+        on_path = hidden.intersection(s.path())
+        if on_path:
+            first = next(i for i in s.path() if i in on_path)
+            raise GraphError(
+                session_id, first, "on_active_path", "it is on the active path; branch away first"
+            )
+        s.dead |= hidden
+        return len(hidden)
+
+    async def vacuum(self, session_id: str) -> int:
+        """Delete tombstoned nodes; returns how many this call removed."""
+        s = self._sessions.get(check_session_id(session_id))
+        if s is None or not s.dead:
+            return 0
+        removed = len(s.dead)
+        s.nodes = {i: n for i, n in s.nodes.items() if i not in s.dead}
+        s.dead = set()
+        return removed
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from types import TracebackType
 from typing import Any, LiteralString
@@ -36,9 +36,20 @@ from ..kernel.codec import encode
 from ..kernel.llm import LlmUsage
 from ..kernel.messages import Message
 from ..runtime.effects import DurabilityTier
-from ._codec import decode_message, decode_row, decode_usage_rows, encode_message, pack
+from ._codec import (
+    commit_messages,
+    decode_message,
+    decode_row,
+    decode_usage_rows,
+    encode_message,
+    pack,
+    sum_usage,
+)
 from .base import (
     CommitResult,
+    CommittedTurn,
+    GraphError,
+    GraphNode,
     HeadRevisionConflict,
     RuntimeCommit,
     StoreCorruptError,
@@ -46,13 +57,17 @@ from .base import (
     StoreError,
     StoreSchemaError,
     TurnCommitConflict,
+    TurnRecord,
     check_commit,
+    check_node_ids,
     check_session_id,
+    check_turn_id,
 )
+from .graph import active_path
 
 __all__ = ["SCHEMA_VERSION", "PostgresSchemaError", "PostgresStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this module writes and reads; other versions are refused."""
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -72,14 +87,20 @@ _DDL: tuple[LiteralString, ...] = (
         revision bigint NOT NULL CHECK (revision > 0),
         turn_index bigint NOT NULL,
         iteration bigint NOT NULL,
-        frame_id text
+        frame_id text,
+        leaf text,
+        next_seq bigint NOT NULL DEFAULT 0
     )""",
-    # Append-only: a commit inserts its messages at the next ``seq``, never rewrites.
+    # The session graph: one row per node (= message), keyed by its id, with its
+    # parent (NULL for the root), commit order ``seq`` and a tombstone flag.
     """CREATE TABLE {s}.messages (
         sid bigint NOT NULL REFERENCES {s}.sessions (sid),
+        node_id text NOT NULL,
         seq bigint NOT NULL,
+        parent text,
+        dead boolean NOT NULL DEFAULT false,
         message_json bytea NOT NULL,
-        PRIMARY KEY (sid, seq)
+        PRIMARY KEY (sid, node_id)
     )""",
     # One row per (session, source, model), summed on upsert; ``usage_id`` keeps
     # first-seen order, as the in-memory store does.
@@ -96,6 +117,7 @@ _DDL: tuple[LiteralString, ...] = (
         turn_id text NOT NULL,
         commit_hash bytea NOT NULL,
         revision bigint NOT NULL,
+        record bytea,
         PRIMARY KEY (sid, turn_id)
     )""",
 )
@@ -128,7 +150,13 @@ class _Statements:
         # snapshot taken after the lock) read the stamp, last seq and prior usage.
         self.lock = q("SELECT sid, revision FROM {s}.sessions WHERE session_id = %s FOR UPDATE")
         self.info = q(
-            "SELECT (SELECT max(m.seq) FROM {s}.messages m WHERE m.sid = h.sid),"
+            "SELECT h.leaf, h.next_seq,"
+            " (SELECT array_agg(m.node_id) FROM {s}.messages m"
+            "  WHERE m.sid = h.sid AND m.node_id = ANY(%s::text[])),"
+            " EXISTS (SELECT 1 FROM {s}.messages m"
+            "  WHERE m.sid = h.sid AND m.node_id = %s AND NOT m.dead),"
+            " EXISTS (SELECT 1 FROM {s}.messages m"
+            "  WHERE m.sid = h.sid AND m.node_id = %s AND NOT m.dead),"
             " t.commit_hash, t.revision,"
             " (SELECT array_agg(ARRAY[u.source, u.model, u.usage_json]) FROM {s}.usage u"
             "  WHERE u.sid = h.sid"
@@ -145,12 +173,14 @@ class _Statements:
         self.write = q(
             "WITH bump AS ("
             "  UPDATE {s}.sessions SET revision = %(revision)s, turn_index = %(turn_index)s,"
-            "  iteration = %(iteration)s, frame_id = %(frame_id)s"
-            "  WHERE sid = %(sid)s AND %(bump)s RETURNING 1"
+            "  iteration = %(iteration)s, frame_id = %(frame_id)s, leaf = %(leaf)s,"
+            "  next_seq = %(after_seq)s"
+            "  WHERE sid = %(sid)s RETURNING 1"
             "), appended AS ("
-            "  INSERT INTO {s}.messages (sid, seq, message_json)"
-            "  SELECT %(sid)s, %(next_seq)s::bigint + u.o - 1, u.m"
-            "  FROM unnest(%(blobs)b::bytea[]) WITH ORDINALITY AS u(m, o) RETURNING 1"
+            "  INSERT INTO {s}.messages (sid, node_id, seq, parent, message_json)"
+            "  SELECT %(sid)s, u.n, %(next_seq)s::bigint + u.o - 1, u.p, u.m"
+            "  FROM unnest(%(ids)s::text[], %(parents)s::text[], %(blobs)b::bytea[])"
+            "  WITH ORDINALITY AS u(n, p, m, o) RETURNING 1"
             "), summed AS ("
             "  INSERT INTO {s}.usage (sid, source, model, usage_json)"
             "  SELECT %(sid)s, u.source, u.model, u.j"
@@ -159,21 +189,42 @@ class _Statements:
             "  ON CONFLICT (sid, source, model) DO UPDATE SET usage_json = excluded.usage_json"
             "  RETURNING 1"
             "), stamped AS ("
-            "  INSERT INTO {s}.turn_stamps (sid, turn_id, commit_hash, revision)"
-            "  SELECT %(sid)s, %(turn_id)s, %(commit_hash)b, %(revision)s"
+            "  INSERT INTO {s}.turn_stamps (sid, turn_id, commit_hash, revision, record)"
+            "  SELECT %(sid)s, %(turn_id)s, %(commit_hash)b, %(revision)s, %(record)b"
             "  WHERE %(turn_id)s::text IS NOT NULL RETURNING 1"
             ") SELECT (SELECT count(*) FROM bump) + (SELECT count(*) FROM appended)"
             " + (SELECT count(*) FROM summed) + (SELECT count(*) FROM stamped)"
         )
         # load: one REPEATABLE READ snapshot
         self.head = q(
-            "SELECT revision, turn_index, iteration, frame_id"
+            "SELECT revision, turn_index, iteration, frame_id, leaf"
             " FROM {s}.sessions WHERE session_id = %s"
         )
         self.messages = q(
-            "SELECT m.seq, m.message_json"
+            "SELECT m.node_id, m.parent, m.message_json"
             " FROM {s}.messages m JOIN {s}.sessions h ON h.sid = m.sid"
-            " WHERE h.session_id = %s ORDER BY m.seq"
+            " WHERE h.session_id = %s AND NOT m.dead ORDER BY m.seq"
+        )
+        self.clear = q("DELETE FROM {s}.messages WHERE sid = %s")
+        self.turn = q(
+            "SELECT t.sid, t.commit_hash, t.revision, t.record"
+            " FROM {s}.turn_stamps t JOIN {s}.sessions h ON h.sid = t.sid"
+            " WHERE h.session_id = %s AND t.turn_id = %s"
+        )
+        self.turn_messages = q(
+            "SELECT node_id, message_json FROM {s}.messages"
+            " WHERE sid = %s AND node_id >= %s AND node_id < %s AND NOT dead ORDER BY seq"
+        )
+        self.lock_head = q("SELECT sid, leaf FROM {s}.sessions WHERE session_id = %s FOR UPDATE")
+        self.live_parents = q(
+            "SELECT node_id, parent FROM {s}.messages WHERE sid = %s AND NOT dead ORDER BY seq"
+        )
+        self.mark_dead = q(
+            "UPDATE {s}.messages SET dead = true WHERE sid = %s AND node_id = ANY(%s::text[])"
+        )
+        self.sweep = q(
+            "WITH d AS (DELETE FROM {s}.messages WHERE sid = %s AND dead RETURNING 1)"
+            " SELECT count(*) FROM d"
         )
         self.usage = q(
             "SELECT u.source, u.model, u.usage_json"
@@ -323,17 +374,124 @@ class PostgresStore:
             raise StoreError(f"session {session_id!r}: load failed: {exc}") from exc
         if head is None:
             return None
-        messages = tuple(_decode_stored(session_id, seq, data) for seq, data in message_rows)
-        usage = decode_usage_rows(session_id, usage_rows)
+        nodes = tuple(
+            GraphNode(message=_decode_stored(session_id, nid, data), parent_id=parent)
+            for nid, parent, data in message_rows
+        )
+        leaf = head[4]
+        parents = {n.id: n.parent_id for n in nodes}
+        try:
+            if leaf is not None and leaf not in parents:
+                raise KeyError(leaf)
+            path = active_path(parents, leaf)
+        except KeyError as exc:
+            raise StoreCorruptError(
+                session_id, "messages", str(exc.args[0]), "the active path reaches a missing node"
+            ) from None
+        by_id = {n.id: n.message for n in nodes}
         return StoredSession(
             session_id=session_id,
             revision=head[0],
-            messages=messages,
+            messages=tuple(by_id[i] for i in path),
             turn_index=head[1],
             iteration=head[2],
             frame_id=head[3],
-            usage=usage,
+            usage=decode_usage_rows(session_id, usage_rows),
+            leaf_id=leaf,
+            nodes=nodes,
         )
+
+    async def load_turn(self, session_id: str, turn_id: str) -> CommittedTurn | None:
+        """The landed commit of ``turn_id`` with its record and messages, or None."""
+        _check_text("session id", check_session_id(session_id))
+        _check_text("turn id", check_turn_id(turn_id))
+        q = self._sql
+        try:
+            async with self._transaction(_BEGIN_SNAPSHOT) as conn:
+                cur = conn.cursor(binary=True)
+                await cur.execute(q.turn, (session_id, turn_id))
+                row = await cur.fetchone()
+                rows: list[Any] = []
+                if row is not None:
+                    await cur.execute(q.turn_messages, (row[0], f"{turn_id}.", f"{turn_id}/"))
+                    rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"session {session_id!r} turn {turn_id!r}: lookup failed: {exc}"
+            ) from exc
+        if row is None:
+            return None
+        record = None
+        if row[3] is not None:
+            record = decode_row(session_id, "turn_stamps", turn_id, _unpack(row[3]), TurnRecord)
+        return CommittedTurn(
+            session_id=session_id,
+            turn_id=turn_id,
+            revision=row[2],
+            commit_hash=bytes(row[1]).hex(),
+            record=record,
+            messages=tuple(_decode_stored(session_id, nid, data) for nid, data in rows),
+        )
+
+    async def tombstone(self, session_id: str, node_ids: Iterable[str]) -> int:
+        """Hide nodes and their descendants (see ``SessionStore.tombstone``)."""
+        _check_text("session id", check_session_id(session_id))
+        ids = check_node_ids(node_ids)
+        for nid in ids:
+            _check_text("node id", nid)
+        q = self._sql
+        try:
+            async with self._transaction(b"BEGIN") as conn:
+                cur = conn.cursor(binary=True)
+                await cur.execute(q.lock_head, (session_id,))
+                head = await cur.fetchone()
+                if head is None or not ids:
+                    return 0
+                sid, leaf = head
+                await cur.execute(q.live_parents, (sid,))
+                parents: dict[str, str | None] = dict(await cur.fetchall())
+                hidden = {i for i in ids if i in parents}
+                if not hidden:
+                    return 0
+                for nid, parent in parents.items():  # commit order: parents first
+                    if parent in hidden:
+                        hidden.add(nid)
+                for nid in active_path(parents, leaf):
+                    if nid in hidden:
+                        raise GraphError(
+                            session_id,
+                            nid,
+                            "on_active_path",
+                            "it is on the active path; branch away first",
+                        )
+                await cur.execute(q.mark_dead, (sid, sorted(hidden)))
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"session {session_id!r}: tombstone failed and was rolled back: {exc}"
+            ) from exc
+        self._rows_written += len(hidden)
+        return len(hidden)
+
+    async def vacuum(self, session_id: str) -> int:
+        """Delete the session's tombstoned nodes; returns how many this call removed."""
+        _check_text("session id", check_session_id(session_id))
+        q = self._sql
+        try:
+            async with self._transaction(b"BEGIN") as conn:
+                cur = conn.cursor(binary=True)
+                await cur.execute(q.lock_head, (session_id,))
+                head = await cur.fetchone()
+                if head is None:
+                    return 0
+                await cur.execute(q.sweep, (head[0],))
+                row = await cur.fetchone()
+                removed = 0 if row is None else int(row[0])
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"session {session_id!r}: vacuum failed and was rolled back: {exc}"
+            ) from exc
+        self._rows_written += removed
+        return removed
 
     async def commit(self, commit: RuntimeCommit) -> CommitResult:
         """Apply one commit in one transaction (see ``SessionStore.commit``)."""
@@ -343,14 +501,17 @@ class PostgresStore:
             _check_text("frame id", commit.frame_id)
         if commit.stamp is not None:
             _check_text("turn id", commit.stamp.turn_id)
-        blobs = [_as_bytes(pack(encode_message(m))) for m in commit.messages]
-        usage: dict[tuple[str, str], LlmUsage] = {}
+        for node_id in (commit.parent_id, commit.leaf_id):
+            if node_id is not None:
+                _check_text("node id", node_id)
+        written = commit_messages(commit)
+        for m in written:
+            _check_text("message id", m.id)
+        blobs = [_as_bytes(pack(encode_message(m))) for m in written]
         for row in commit.usage:
             _check_text("usage source", row.source)
             _check_text("usage model", row.model)
-            key = (row.source, row.model)
-            prior = usage.get(key)
-            usage[key] = row.usage if prior is None else prior + row.usage
+        usage = sum_usage(commit)
         tally = _Tally()
         try:
             async with self._transaction(b"BEGIN") as conn:
@@ -486,6 +647,8 @@ class PostgresStore:
         q = self._sql
         session_id = commit.session_id
         stamp = commit.stamp
+        appending = commit.replace_graph is None
+        ids = [m.id for m in commit.messages] if appending else []
         while True:
             # Round 1: lock the head row; the read after it (a later statement,
             # so a fresh snapshot) sees every commit that finished before the lock.
@@ -495,6 +658,9 @@ class PostgresStore:
             await info_cur.execute(
                 q.info,
                 (
+                    ids,
+                    commit.parent_id if appending else None,
+                    commit.leaf_id,
                     [k[0] for k in usage],
                     [k[1] for k in usage],
                     None if stamp is None else stamp.turn_id,
@@ -507,6 +673,12 @@ class PostgresStore:
             # A new session: only a commit that expects none may create it.
             if commit.expected_revision is not None:
                 raise HeadRevisionConflict(session_id, commit.expected_revision, None)
+            if appending and commit.parent_id is not None:
+                raise GraphError(
+                    session_id, commit.parent_id, "unknown_parent", "the node is missing"
+                )
+            if appending and commit.leaf_id is not None and commit.leaf_id not in ids:
+                raise GraphError(session_id, commit.leaf_id, "unknown_leaf", "the node is missing")
             create_cur = conn.cursor(binary=True)
             await create_cur.execute(
                 q.create, (session_id, commit.turn_index, commit.iteration, commit.frame_id)
@@ -514,14 +686,14 @@ class PostgresStore:
             created = await create_cur.fetchone()
             if created is not None:
                 tally.rows += 1
-                await self._write(conn, created[0], 0, 1, commit, blobs, usage, tally, bump=False)
+                await self._write(conn, created[0], None, 0, 1, commit, blobs, usage, tally)
                 return CommitResult(revision=1)
             # Another worker created it first; lock that row and look again.
         sid, actual = head
         info = await info_cur.fetchone()
         if info is None:  # cannot happen: sessions are never deleted
             raise StoreError(f"session {session_id!r}: the head row vanished under its lock")
-        last_seq, seen_hash, seen_revision, prior_usage = info
+        leaf, next_seq, taken, parent_live, leaf_live, seen_hash, seen_revision, prior_usage = info
         # 1. The turn stamp, before the compare-and-set, so a replayed turn that
         #    rebuilt from an old head can still retry its final commit.
         if stamp is not None and seen_hash is not None:
@@ -531,49 +703,78 @@ class PostgresStore:
         # 2. Head-revision compare-and-set, under the row lock.
         if commit.expected_revision != actual:
             raise HeadRevisionConflict(session_id, commit.expected_revision, actual)
-        # 3. Sum usage onto the stored rows; a corrupt one aborts the commit.
+        # 3. The graph change must fit the stored graph.
+        if appending:
+            if taken:
+                first = next(i for i in ids if i in set(taken))
+                raise GraphError(
+                    session_id, first, "duplicate_id", "the session already has this id"
+                )
+            if commit.parent_id not in (None, leaf) and not parent_live:
+                raise GraphError(
+                    session_id, commit.parent_id, "unknown_parent", "the node is missing"
+                )
+            if commit.leaf_id not in (None, leaf) and commit.leaf_id not in ids and not leaf_live:
+                raise GraphError(session_id, commit.leaf_id, "unknown_leaf", "the node is missing")
+        # 4. Sum usage onto the stored rows; a corrupt one aborts the commit.
         totals = dict(usage)
         for source, model, data in prior_usage or ():
             prior = decode_row(session_id, "usage", f"{source}/{model}", data, LlmUsage)
             totals[(source, model)] = prior + usage[(source, model)]
-        # 4. Round 2: bump, append, upsert, stamp; the caller's COMMIT rides along.
-        next_seq = 0 if last_seq is None else last_seq + 1
+        # 5. Round 2: bump, append, upsert, stamp; the caller's COMMIT rides along.
         revision = actual + 1
-        await self._write(conn, sid, next_seq, revision, commit, blobs, totals, tally, bump=True)
+        await self._write(conn, sid, leaf, next_seq, revision, commit, blobs, totals, tally)
         return CommitResult(revision=revision)
 
     async def _write(
         self,
         conn: psycopg.AsyncConnection[Any],
         sid: int,
+        leaf: str | None,
         next_seq: int,
         revision: int,
         commit: RuntimeCommit,
         blobs: list[bytes],
         totals: dict[tuple[str, str], LlmUsage],
         tally: _Tally,
-        *,
-        bump: bool,
     ) -> None:
-        """Queue the one statement that writes a commit (pipelined: no waiting for a reply)."""
+        """Queue the statements that write a commit (pipelined: no waiting for a reply)."""
         stamp = commit.stamp
+        if commit.replace_graph is not None:
+            clear = conn.cursor(binary=True)
+            await clear.execute(self._sql.clear, (sid,))
+            nodes = commit.replace_graph
+            ids = [n.id for n in nodes]
+            parents = [n.parent_id for n in nodes]
+            next_seq = 0
+            new_leaf = commit.leaf_id or (ids[-1] if ids else None)
+        else:
+            ids = [m.id for m in commit.messages]
+            parent = commit.parent_id if commit.parent_id is not None else leaf
+            parents = [parent, *ids[:-1]] if ids else []
+            new_leaf = commit.leaf_id or (ids[-1] if ids else leaf)
+        record = None if commit.record is None else _as_bytes(pack(encode(commit.record)))
         cur = conn.cursor(binary=True)
         await cur.execute(
             self._sql.write,
             {
                 "sid": sid,
-                "bump": bump,
                 "revision": revision,
                 "turn_index": commit.turn_index,
                 "iteration": commit.iteration,
                 "frame_id": commit.frame_id,
+                "leaf": new_leaf,
                 "next_seq": next_seq,
+                "after_seq": next_seq + len(ids),
+                "ids": ids,
+                "parents": parents,
                 "blobs": blobs,
                 "sources": [k[0] for k in totals],
                 "models": [k[1] for k in totals],
                 "usage": [encode(u).decode() for u in totals.values()],
                 "turn_id": None if stamp is None else stamp.turn_id,
                 "commit_hash": None if stamp is None else bytes.fromhex(stamp.commit_hash),
+                "record": record,
             },
         )
         tally.counted = cur
@@ -595,15 +796,20 @@ def _as_bytes(data: str | bytes) -> bytes:
     return data.encode() if isinstance(data, str) else data
 
 
-def _decode_stored(session_id: str, seq: int, data: bytes) -> Message:
-    """A ``messages`` row: plain JSON when it starts with ``{``, else zlib-compressed JSON."""
+def _unpack(data: bytes) -> str | bytes:
+    """A stored JSON column: text when it starts with ``{``, else zlib-compressed bytes."""
+    data = bytes(data)
     if data[:1] == b"{":
-        try:
-            text = data.decode()
-        except UnicodeDecodeError as exc:
-            raise StoreCorruptError(session_id, "messages", seq, f"not UTF-8 JSON: {exc}") from exc
-        return decode_message(session_id, seq, text)
-    return decode_message(session_id, seq, bytes(data))
+        return data.decode()
+    return data
+
+
+def _decode_stored(session_id: str, node_id: str, data: bytes) -> Message:
+    """A ``messages`` row: plain JSON when it starts with ``{``, else zlib-compressed JSON."""
+    try:
+        return decode_message(session_id, node_id, _unpack(data))
+    except UnicodeDecodeError as exc:
+        raise StoreCorruptError(session_id, "messages", node_id, f"not UTF-8 JSON: {exc}") from exc
 
 
 def _check_text(what: str, value: str) -> None:

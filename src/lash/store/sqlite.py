@@ -11,23 +11,26 @@ saves space (about 40 % for typical tool calls and results).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .._closing import AsyncClosing
 from .._sqlite import SqliteThread, connect, enable_wal
 from ..kernel.codec import encode
 from ..kernel.llm import LlmUsage
 from ..runtime.effects import DurabilityTier
+from ._codec import commit_messages as _commit_messages
 from ._codec import decode_message as _decode_message
 from ._codec import decode_row as _decode_row
-from ._codec import decode_usage_rows
+from ._codec import decode_usage_rows, sum_usage
 from ._codec import encode_message as _encode_message
 from ._codec import pack as _pack
 from .base import (
     CommitResult,
+    CommittedTurn,
+    GraphError,
     HeadRevisionConflict,
     RuntimeCommit,
     StoreCorruptError,
@@ -35,13 +38,18 @@ from .base import (
     StoreError,
     StoreSchemaError,
     TurnCommitConflict,
+    TurnRecord,
+    UsageRow,
     check_commit,
+    check_node_ids,
     check_session_id,
+    check_turn_id,
 )
+from .graph import active_path, resolve_parents
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this module writes and reads; other versions are refused."""
 
 DB_FILENAME = "lash.sqlite3"
@@ -53,23 +61,34 @@ _SCHEMA = (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     ) WITHOUT ROWID""",
-    # ``sid`` is a compact surrogate key, so message rows never repeat the session id.
+    # ``sid`` is a compact surrogate key, so message rows never repeat the session
+    # id. ``leaf`` ends the active path; ``tail`` is the node committed last and
+    # ``next_seq`` the order number the next node gets.
     """CREATE TABLE IF NOT EXISTS sessions (
         sid INTEGER PRIMARY KEY,
         session_id TEXT NOT NULL UNIQUE,
         revision INTEGER NOT NULL,
         turn_index INTEGER NOT NULL,
         iteration INTEGER NOT NULL,
-        frame_id TEXT
+        frame_id TEXT,
+        leaf TEXT,
+        tail TEXT,
+        next_seq INTEGER NOT NULL DEFAULT 0
     )""",
-    # Append-only: a commit inserts its messages at the next ``seq``, never rewrites.
-    # ``message_json`` is JSON text, or zlib-compressed JSON (a BLOB) when that
-    # saves space; the BLOB declaration keeps SQLite from converting either.
+    # The session graph, one row per node (= message), keyed by its id; turn ids
+    # grow over time, so rows are appended at the end of the B-tree. ``seq`` is
+    # commit order. ``parent`` is stored only at a branch point: NULL means the
+    # row committed just before (for the first row, the root). ``dead`` marks a
+    # tombstone until ``vacuum`` deletes the row. ``message_json`` is the message
+    # without its id, as JSON text or (a BLOB) zlib-compressed JSON.
     """CREATE TABLE IF NOT EXISTS messages (
         sid INTEGER NOT NULL REFERENCES sessions (sid),
+        node_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
+        parent TEXT,
+        dead INTEGER,
         message_json BLOB NOT NULL,
-        PRIMARY KEY (sid, seq)
+        PRIMARY KEY (sid, node_id)
     ) WITHOUT ROWID""",
     # One row per (session, source, model), summed on upsert; ``usage_id`` keeps
     # first-seen order, as the in-memory store does.
@@ -81,11 +100,13 @@ _SCHEMA = (
         usage_json TEXT NOT NULL,
         UNIQUE (sid, source, model)
     )""",
+    # ``record`` is the turn's outcome and usage (JSON, maybe compressed).
     """CREATE TABLE IF NOT EXISTS turn_stamps (
         sid INTEGER NOT NULL REFERENCES sessions (sid),
         turn_id TEXT NOT NULL,
         commit_hash BLOB NOT NULL,
         revision INTEGER NOT NULL,
+        record BLOB,
         PRIMARY KEY (sid, turn_id)
     ) WITHOUT ROWID""",
 )
@@ -146,13 +167,27 @@ class SqliteStore(AsyncClosing):
     async def commit(self, commit: RuntimeCommit) -> CommitResult:
         """Apply one commit in one transaction (see ``SessionStore.commit``)."""
         check_commit(commit)
-        rows = [_pack(_encode_message(m)) for m in commit.messages]
-        usage: dict[tuple[str, str], LlmUsage] = {}
-        for row in commit.usage:
-            key = (row.source, row.model)
-            prior = usage.get(key)
-            usage[key] = row.usage if prior is None else prior + row.usage
-        return await self._call(lambda: self._commit_sync(commit, rows, usage))
+        rows = [_pack(_encode_message(m)) for m in _commit_messages(commit)]
+        usage = sum_usage(commit)
+        record = None if commit.record is None else _pack(encode(commit.record))
+        return await self._call(lambda: self._commit_sync(commit, rows, usage, record))
+
+    async def load_turn(self, session_id: str, turn_id: str) -> CommittedTurn | None:
+        """The landed commit of ``turn_id`` with its record and messages, or None."""
+        check_session_id(session_id)
+        check_turn_id(turn_id)
+        return await self._call(lambda: self._load_turn_sync(session_id, turn_id))
+
+    async def tombstone(self, session_id: str, node_ids: Iterable[str]) -> int:
+        """Hide nodes and their descendants (see ``SessionStore.tombstone``)."""
+        check_session_id(session_id)
+        ids = check_node_ids(node_ids)
+        return await self._call(lambda: self._tombstone_sync(session_id, ids))
+
+    async def vacuum(self, session_id: str) -> int:
+        """Delete the session's tombstoned nodes; returns how many this call removed."""
+        check_session_id(session_id)
+        return await self._call(lambda: self._vacuum_sync(session_id))
 
     def close(self) -> None:
         """Close the connection and stop the worker thread; idempotent."""
@@ -278,18 +313,20 @@ class SqliteStore(AsyncClosing):
     def _load_sync(self, session_id: str) -> StoredSession | None:
         conn = self._connection()
         try:
-            conn.execute("BEGIN")  # one read snapshot for head, messages and usage
+            conn.execute("BEGIN")  # one read snapshot for head, nodes and usage
             try:
                 head = conn.execute(
-                    "SELECT sid, revision, turn_index, iteration, frame_id FROM sessions"
+                    "SELECT sid, revision, turn_index, iteration, frame_id, leaf FROM sessions"
                     " WHERE session_id = ?",
                     (session_id,),
                 ).fetchone()
                 if head is None:
                     return None
                 sid = head[0]
-                message_rows = conn.execute(
-                    "SELECT seq, message_json FROM messages WHERE sid = ? ORDER BY seq", (sid,)
+                node_rows = conn.execute(
+                    "SELECT seq, node_id, parent, message_json FROM messages"
+                    " WHERE sid = ? AND dead IS NULL",
+                    (sid,),
                 ).fetchall()
                 usage_rows = conn.execute(
                     "SELECT source, model, usage_json FROM usage WHERE sid = ? ORDER BY usage_id",
@@ -304,23 +341,135 @@ class SqliteStore(AsyncClosing):
                 raise StoreCorruptError(
                     session_id, "sessions", session_id, f"{column} is {value!r}, not an integer"
                 )
-        messages = tuple(_decode_message(session_id, seq, data) for seq, data in message_rows)
-        usage = decode_usage_rows(session_id, usage_rows)
-        return StoredSession(
-            session_id=session_id,
-            revision=head[1],
-            messages=messages,
-            turn_index=head[2],
-            iteration=head[3],
-            frame_id=head[4],
-            usage=usage,
+        node_rows.sort(key=_seq_of)
+        return _stored_session(
+            session_id, head, node_rows, decode_usage_rows(session_id, usage_rows)
         )
+
+    def _load_turn_sync(self, session_id: str, turn_id: str) -> CommittedTurn | None:
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN")
+            try:
+                row = conn.execute(
+                    "SELECT t.sid, t.commit_hash, t.revision, t.record FROM turn_stamps t"
+                    " JOIN sessions h ON h.sid = t.sid WHERE h.session_id = ? AND t.turn_id = ?",
+                    (session_id, turn_id),
+                ).fetchone()
+                if row is None:
+                    return None
+                # Ids of a turn's messages start with "{turn_id}.": a key range scan.
+                node_rows = conn.execute(
+                    "SELECT seq, node_id, message_json FROM messages WHERE sid = ?"
+                    " AND node_id >= ? AND node_id < ? AND dead IS NULL",
+                    (row[0], f"{turn_id}.", f"{turn_id}/"),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"session {session_id!r} turn {turn_id!r}: lookup failed: {exc}"
+            ) from exc
+        node_rows.sort(key=_seq_of)
+        record = None
+        if row[3] is not None:
+            record = _decode_row(session_id, "turn_stamps", turn_id, row[3], TurnRecord)
+        return CommittedTurn(
+            session_id=session_id,
+            turn_id=turn_id,
+            revision=row[2],
+            commit_hash=bytes(row[1]).hex(),
+            record=record,
+            messages=tuple(_decode_message(session_id, nid, data) for _, nid, data in node_rows),
+        )
+
+    def _write(self, session_id: str, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction; any failure rolls it back."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._rows_written = conn.total_changes
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"session {session_id!r}: {what} failed and was rolled back: {exc}"
+            ) from exc
+        return result
+
+    def _tombstone_sync(self, session_id: str, ids: list[str]) -> int:
+        def apply(conn: sqlite3.Connection) -> int:
+            head = conn.execute(
+                "SELECT sid, leaf FROM sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if head is None or not ids:
+                return 0
+            sid, leaf = head
+            rows = conn.execute(
+                "SELECT seq, node_id, parent FROM messages WHERE sid = ? AND dead IS NULL",
+                (sid,),
+            ).fetchall()
+            rows.sort(key=_seq_of)
+            parents = _parents(rows)
+            known = [i for i in ids if i in parents]
+            if not known:
+                return 0
+            hidden = set(known)
+            for nid, parent in parents.items():  # commit order: parents come first
+                if parent in hidden:
+                    hidden.add(nid)
+            for nid in active_path(parents, leaf):
+                if nid in hidden:
+                    raise GraphError(
+                        session_id,
+                        nid,
+                        "on_active_path",
+                        "it is on the active path; branch away first",
+                    )
+            conn.executemany(
+                "UPDATE messages SET dead = 1 WHERE sid = ? AND node_id = ?",
+                [(sid, nid) for nid in hidden],
+            )
+            return len(hidden)
+
+        return self._write(session_id, "tombstone", apply)
+
+    def _vacuum_sync(self, session_id: str) -> int:
+        def apply(conn: sqlite3.Connection) -> int:
+            head = conn.execute(
+                "SELECT sid FROM sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if head is None:
+                return 0
+            removed = conn.execute(
+                "DELETE FROM messages WHERE sid = ? AND dead IS NOT NULL", (head[0],)
+            ).rowcount
+            if removed:
+                # The tail may have been deleted; the next append compares against it.
+                last = conn.execute(
+                    "SELECT node_id FROM messages WHERE sid = ? ORDER BY seq DESC LIMIT 1",
+                    (head[0],),
+                ).fetchone()
+                conn.execute(
+                    "UPDATE sessions SET tail = ? WHERE sid = ?",
+                    (None if last is None else last[0], head[0]),
+                )
+            return int(removed)
+
+        return self._write(session_id, "vacuum", apply)
 
     def _commit_sync(
         self,
         commit: RuntimeCommit,
         rows: list[str | bytes],
         usage: dict[tuple[str, str], LlmUsage],
+        record: str | bytes | None,
     ) -> CommitResult:
         conn = self._connection()
         session_id = commit.session_id
@@ -328,7 +477,7 @@ class SqliteStore(AsyncClosing):
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                result = self._apply(conn, commit, rows, usage)
+                result = self._apply(conn, commit, rows, usage, record)
                 if result.replayed:
                     conn.execute("ROLLBACK")  # nothing was written
                 else:
@@ -352,10 +501,12 @@ class SqliteStore(AsyncClosing):
         commit: RuntimeCommit,
         rows: list[str | bytes],
         usage: dict[tuple[str, str], LlmUsage],
+        record: str | bytes | None,
     ) -> CommitResult:
         session_id = commit.session_id
         head = conn.execute(
-            "SELECT sid, revision FROM sessions WHERE session_id = ?", (session_id,)
+            "SELECT sid, revision, leaf, tail, next_seq FROM sessions WHERE session_id = ?",
+            (session_id,),
         ).fetchone()
         stamp = commit.stamp
         # 1. The turn stamp, before the compare-and-set, so a replayed turn that
@@ -373,7 +524,7 @@ class SqliteStore(AsyncClosing):
         actual: int | None = None if head is None else head[1]
         if commit.expected_revision != actual:
             raise HeadRevisionConflict(session_id, commit.expected_revision, actual)
-        # 3. Append, aggregate, bump, stamp.
+        # 3. The graph: append (or replace), then the head, usage and stamp.
         if head is None:
             revision = 1
             cur = conn.execute(
@@ -381,22 +532,26 @@ class SqliteStore(AsyncClosing):
                 " VALUES (?, ?, ?, ?, ?)",
                 (session_id, revision, commit.turn_index, commit.iteration, commit.frame_id),
             )
-            sid = cur.lastrowid
-            next_seq = 0
+            sid = int(cur.lastrowid or 0)
+            leaf, tail, next_seq = None, None, 0
         else:
             sid, revision = head[0], head[1] + 1
-            conn.execute(
-                "UPDATE sessions SET revision = ?, turn_index = ?, iteration = ?, frame_id = ?"
-                " WHERE sid = ?",
-                (revision, commit.turn_index, commit.iteration, commit.frame_id, sid),
-            )
-            last = conn.execute("SELECT max(seq) FROM messages WHERE sid = ?", (sid,)).fetchone()
-            next_seq = 0 if last[0] is None else last[0] + 1
-        if rows:
-            conn.executemany(
-                "INSERT INTO messages (sid, seq, message_json) VALUES (?, ?, ?)",
-                [(sid, next_seq + i, data) for i, data in enumerate(rows)],
-            )
+            leaf, tail, next_seq = head[2], head[3], head[4]
+        leaf, tail, next_seq = _write_graph(conn, sid, commit, rows, leaf, tail, next_seq)
+        conn.execute(
+            "UPDATE sessions SET revision = ?, turn_index = ?, iteration = ?, frame_id = ?,"
+            " leaf = ?, tail = ?, next_seq = ? WHERE sid = ?",
+            (
+                revision,
+                commit.turn_index,
+                commit.iteration,
+                commit.frame_id,
+                leaf,
+                tail,
+                next_seq,
+                sid,
+            ),
+        )
         for (source, model), delta in usage.items():
             prior = conn.execute(
                 "SELECT usage_json FROM usage WHERE sid = ? AND source = ? AND model = ?",
@@ -413,7 +568,129 @@ class SqliteStore(AsyncClosing):
             )
         if stamp is not None:
             conn.execute(
-                "INSERT INTO turn_stamps (sid, turn_id, commit_hash, revision) VALUES (?, ?, ?, ?)",
-                (sid, stamp.turn_id, bytes.fromhex(stamp.commit_hash), revision),
+                "INSERT INTO turn_stamps (sid, turn_id, commit_hash, revision, record)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (sid, stamp.turn_id, bytes.fromhex(stamp.commit_hash), revision, record),
             )
         return CommitResult(revision=revision)
+
+
+def _seq_of(row: tuple[Any, ...]) -> int:
+    return int(row[0])
+
+
+def _parents(rows: list[Any]) -> dict[str, str | None]:
+    """``(seq, node_id, parent)`` rows in commit order as ``{node_id: parent_id}``."""
+    parents: dict[str, str | None] = {}
+    previous: str | None = None
+    for _, nid, parent in rows:
+        parents[nid] = parent if parent is not None else previous
+        previous = nid
+    return parents
+
+
+def _stored_session(
+    session_id: str, head: Any, node_rows: list[Any], usage: tuple[UsageRow, ...]
+) -> StoredSession:
+    """The loaded session from its head row and its live node rows in commit order."""
+    nodes = resolve_parents(
+        (nid, parent, _decode_message(session_id, nid, data)) for _, nid, parent, data in node_rows
+    )
+    by_id = {n.id: n for n in nodes}
+    leaf = head[5]
+    if leaf is not None and leaf not in by_id:
+        raise StoreCorruptError(session_id, "sessions", session_id, f"leaf {leaf!r} is no node")
+    try:
+        path = active_path({n.id: n.parent_id for n in nodes}, leaf)
+    except KeyError as exc:
+        raise StoreCorruptError(
+            session_id, "messages", str(exc.args[0]), "the active path reaches a missing parent"
+        ) from None
+    return StoredSession(
+        session_id=session_id,
+        revision=head[1],
+        messages=tuple(by_id[i].message for i in path),
+        turn_index=head[2],
+        iteration=head[3],
+        frame_id=head[4],
+        usage=usage,
+        leaf_id=leaf,
+        nodes=tuple(nodes),
+    )
+
+
+def _write_graph(
+    conn: sqlite3.Connection,
+    sid: int,
+    commit: RuntimeCommit,
+    rows: list[str | bytes],
+    leaf: str | None,
+    tail: str | None,
+    next_seq: int,
+) -> tuple[str | None, str | None, int]:
+    """Insert a commit's nodes; returns the new ``(leaf, tail, next_seq)``."""
+    session_id = commit.session_id
+    if commit.replace_graph is not None:
+        conn.execute("DELETE FROM messages WHERE sid = ?", (sid,))
+        nodes = commit.replace_graph
+        previous: str | None = None
+        values = []
+        for seq, (node, data) in enumerate(zip(nodes, rows, strict=True)):
+            parent = None if node.parent_id == previous else node.parent_id
+            values.append((sid, node.id, seq, parent, data))
+            previous = node.id
+        conn.executemany(
+            "INSERT INTO messages (sid, node_id, seq, parent, message_json) VALUES (?, ?, ?, ?, ?)",
+            values,
+        )
+        last = nodes[-1].id if nodes else None
+        return (commit.leaf_id or last), last, len(nodes)
+    parent = leaf
+    if commit.parent_id is not None and commit.parent_id != leaf:
+        parent = commit.parent_id
+        _require_live(conn, sid, session_id, parent, "unknown_parent")
+    if rows:
+        values = []
+        for i, (message, data) in enumerate(zip(commit.messages, rows, strict=True)):
+            values.append((sid, message.id, next_seq + i, None if parent == tail else parent, data))
+            parent = tail = message.id
+        try:
+            conn.executemany(
+                "INSERT INTO messages (sid, node_id, seq, parent, message_json)"
+                " VALUES (?, ?, ?, ?, ?)",
+                values,
+            )
+        except sqlite3.IntegrityError:
+            ids = [m.id for m in commit.messages]
+            marks = ", ".join("?" * len(ids))
+            taken = {
+                r[0]
+                for r in conn.execute(
+                    f"SELECT node_id FROM messages WHERE sid = ? AND node_id IN ({marks})",
+                    (sid, *ids),
+                )
+            }
+            raise GraphError(
+                session_id,
+                next((i for i in ids if i in taken), None),
+                "duplicate_id",
+                "the session already has this id",
+            ) from None
+        next_seq += len(rows)
+        leaf = commit.messages[-1].id
+    if commit.leaf_id is not None and commit.leaf_id != leaf:
+        if all(m.id != commit.leaf_id for m in commit.messages):
+            _require_live(conn, sid, session_id, commit.leaf_id, "unknown_leaf")
+        leaf = commit.leaf_id
+    return leaf, tail, next_seq
+
+
+def _require_live(
+    conn: sqlite3.Connection, sid: int, session_id: str, node_id: str, problem: str
+) -> None:
+    row = conn.execute(
+        "SELECT dead FROM messages WHERE sid = ? AND node_id = ?", (sid, node_id)
+    ).fetchone()
+    if row is None or row[0] is not None:
+        what = "missing" if row is None else "tombstoned"
+        raise GraphError(session_id, node_id, problem, f"the node is {what}")

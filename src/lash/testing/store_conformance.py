@@ -47,6 +47,8 @@ from ..kernel.messages import (
 from ..runtime.effects import DurabilityTier
 from ..store.base import (
     CommitResult,
+    GraphError,
+    GraphNode,
     HeadRevisionConflict,
     RuntimeCommit,
     SessionStore,
@@ -230,11 +232,23 @@ def _texts(prefix: str, n: int) -> tuple[Message, ...]:
 class _ModelSession:
     def __init__(self) -> None:
         self.revision = 0
-        self.messages: list[Message] = []
+        self.nodes: dict[str, GraphNode] = {}
+        self.dead: set[str] = set()
+        self.leaf: str | None = None
         self.turn_index = 0
         self.iteration = 0
         self.usage: dict[tuple[str, str], LlmUsage] = {}
         self.stamps: dict[str, tuple[str, int]] = {}
+
+    def live(self) -> list[str]:
+        return [i for i in self.nodes if i not in self.dead]
+
+    def path(self) -> list[str]:
+        path, node = [], self.leaf
+        while node is not None:
+            path.append(node)
+            node = self.nodes[node].parent_id
+        return path[::-1]
 
 
 class _Model:
@@ -253,9 +267,23 @@ class _Model:
         actual = None if s is None else s.revision
         if c.expected_revision != actual:
             raise HeadRevisionConflict(c.session_id, c.expected_revision, actual)
+        live = set() if s is None else set(s.live())
+        leaf = None if s is None else s.leaf
+        parent = leaf if c.parent_id is None else c.parent_id
+        if parent not in live and parent is not None:
+            raise GraphError(c.session_id, parent, "unknown_parent", "")
+        for m in c.messages:
+            if s is not None and m.id in s.nodes:
+                raise GraphError(c.session_id, m.id, "duplicate_id", "")
+        new_ids = [m.id for m in c.messages]
+        if c.leaf_id is not None and c.leaf_id not in live and c.leaf_id not in new_ids:
+            raise GraphError(c.session_id, c.leaf_id, "unknown_leaf", "")
         s = self.sessions.setdefault(c.session_id, _ModelSession())
         s.revision += 1
-        s.messages += c.messages
+        for m in c.messages:
+            s.nodes[m.id] = GraphNode(message=m, parent_id=parent)
+            parent = m.id
+        s.leaf = c.leaf_id or (new_ids[-1] if new_ids else s.leaf)
         s.turn_index, s.iteration = c.turn_index, c.iteration
         for row in c.usage:
             key = (row.source, row.model)
@@ -264,6 +292,30 @@ class _Model:
             s.stamps[c.stamp.turn_id] = (c.stamp.commit_hash, s.revision)
         return CommitResult(revision=s.revision)
 
+    def tombstone(self, session_id: str, node_id: str) -> int:
+        s = self.sessions.get(session_id)
+        if s is None or node_id not in s.live():
+            return 0
+        hidden = {node_id}
+        for nid in s.live():
+            if s.nodes[nid].parent_id in hidden:
+                hidden.add(nid)
+        for nid in s.path():
+            if nid in hidden:
+                raise GraphError(session_id, nid, "on_active_path", "")
+        s.dead |= hidden
+        return len(hidden)
+
+    def vacuum(self, session_id: str) -> int:
+        s = self.sessions.get(session_id)
+        if s is None:
+            return 0
+        removed = len(s.dead)
+        for nid in s.dead:
+            del s.nodes[nid]
+        s.dead = set()
+        return removed
+
     def load(self, session_id: str) -> StoredSession | None:
         s = self.sessions.get(session_id)
         if s is None:
@@ -271,10 +323,12 @@ class _Model:
         return StoredSession(
             session_id=session_id,
             revision=s.revision,
-            messages=tuple(s.messages),
+            messages=tuple(s.nodes[i].message for i in s.path()),
             turn_index=s.turn_index,
             iteration=s.iteration,
             usage=tuple(UsageRow(source=k[0], model=k[1], usage=u) for k, u in s.usage.items()),
+            leaf_id=s.leaf,
+            nodes=tuple(s.nodes[i] for i in s.live()),
         )
 
 
@@ -283,6 +337,8 @@ class _Op(NamedTuple):
     revision: str
     turn: int | None
     variant: int
+    kind: str = "append"
+    pick: int = 0
 
 
 _SESSIONS = ("alpha", "beta")
@@ -293,12 +349,25 @@ _OPS = st.lists(
         revision=st.sampled_from(("current", "current", "current", "stale", "none", "ahead")),
         turn=st.none() | st.integers(0, 2),
         variant=st.integers(0, 1),
+        kind=st.sampled_from(
+            ("append", "append", "append", "under", "branch", "tombstone", "vacuum")
+        ),
+        pick=st.integers(0, 50),
     ),
     max_size=20,
 )
 
 
-def _op_commit(index: int, op: _Op, actual: int | None) -> RuntimeCommit:
+def _picked(model: _Model, op: _Op) -> str | None:
+    """The node an op names: one of the session's live nodes, or an unknown id."""
+    head = model.sessions.get(_SESSIONS[op.session])
+    live = [] if head is None else head.live()
+    if op.pick >= 40 or not live:
+        return f"nowhere-{op.pick}"
+    return live[op.pick % len(live)]
+
+
+def _op_commit(index: int, op: _Op, actual: int | None, node: str | None = None) -> RuntimeCommit:
     session_id = _SESSIONS[op.session]
     expected = {
         "current": actual,
@@ -316,10 +385,14 @@ def _op_commit(index: int, op: _Op, actual: int | None) -> RuntimeCommit:
     commit = RuntimeCommit(
         session_id=session_id,
         expected_revision=expected,
-        messages=_texts(f"{session_id}-{key}", 1 + op.variant + (op.turn or 0) % 2),
+        messages=()
+        if op.kind == "branch"
+        else _texts(f"{session_id}-{key}", 1 + op.variant + (op.turn or 0) % 2),
         turn_index=index if op.turn is None else op.turn,
         iteration=op.variant,
         usage=tuple(usage),
+        parent_id=node if op.kind == "under" else None,
+        leaf_id=node if op.kind == "branch" else None,
     )
     return commit if op.turn is None else stamped(commit, f"turn-{op.turn}")
 
@@ -327,7 +400,7 @@ def _op_commit(index: int, op: _Op, actual: int | None) -> RuntimeCommit:
 def _model_outcome(model: _Model, commit: RuntimeCommit) -> tuple[Any, ...]:
     try:
         r = model.commit(commit)
-    except (HeadRevisionConflict, TurnCommitConflict) as exc:
+    except (HeadRevisionConflict, TurnCommitConflict, GraphError) as exc:
         return _conflict(exc)
     return ("ok", r.revision, r.replayed)
 
@@ -335,12 +408,14 @@ def _model_outcome(model: _Model, commit: RuntimeCommit) -> tuple[Any, ...]:
 async def _outcome(result: Awaitable[CommitResult]) -> tuple[Any, ...]:
     try:
         r = await result
-    except (HeadRevisionConflict, TurnCommitConflict) as exc:
+    except (HeadRevisionConflict, TurnCommitConflict, GraphError) as exc:
         return _conflict(exc)
     return ("ok", r.revision, r.replayed)
 
 
-def _conflict(exc: HeadRevisionConflict | TurnCommitConflict) -> tuple[Any, ...]:
+def _conflict(exc: HeadRevisionConflict | TurnCommitConflict | GraphError) -> tuple[Any, ...]:
+    if isinstance(exc, GraphError):
+        return ("graph", exc.problem, exc.node_id)
     if isinstance(exc, HeadRevisionConflict):
         return ("head", exc.session_id, exc.expected, exc.actual)
     return ("turn", exc.stamp)
@@ -415,7 +490,16 @@ class StoreConformance:
             )
             assert result == CommitResult(revision=1)
             assert await store.load("s") == StoredSession(
-                session_id="s", revision=1, messages=msgs, turn_index=1, iteration=3
+                session_id="s",
+                revision=1,
+                messages=msgs,
+                turn_index=1,
+                iteration=3,
+                leaf_id=msgs[-1].id,
+                nodes=(
+                    GraphNode(message=msgs[0]),
+                    GraphNode(message=msgs[1], parent_id=msgs[0].id),
+                ),
             )
 
         self.run(make_store, body)
@@ -741,8 +825,26 @@ class StoreConformance:
             model = _Model()
             try:
                 for index, op in enumerate(ops):
-                    head = model.sessions.get(_SESSIONS[op.session])
-                    commit = _op_commit(index, op, None if head is None else head.revision)
+                    session_id = _SESSIONS[op.session]
+                    head = model.sessions.get(session_id)
+                    node = _picked(model, op)
+                    if op.kind in ("tombstone", "vacuum"):
+                        assert node is not None
+                        if op.kind == "vacuum":
+                            want: Any = model.vacuum(session_id)
+                            assert await store.vacuum(session_id) == want, f"op {index} {op}"
+                            continue
+                        try:
+                            want = model.tombstone(session_id, node)
+                        except GraphError as exc:
+                            want = _conflict(exc)
+                        try:
+                            got: Any = await store.tombstone(session_id, [node])
+                        except GraphError as exc:
+                            got = _conflict(exc)
+                        assert got == want, f"op {index} {op}"
+                        continue
+                    commit = _op_commit(index, op, None if head is None else head.revision, node)
                     expected = _model_outcome(model, commit)
                     got = await _outcome(store.commit(commit))
                     assert got == expected, f"op {index} {op}"
