@@ -1,0 +1,1181 @@
+"""Anthropic Messages API (``POST {base_url}/v1/messages``).
+
+The provider maps an :class:`LlmRequest` to a Messages body, resolves image
+attachments to base64 at call time, and assembles the reply from either the SSE
+stream or a JSON body (it looks at what the server sent, not at what it asked
+for). Wire rules it takes care of:
+
+* **System text.** Leading system messages become the top-level ``system``
+  blocks; a system message later in the conversation is sent as user text.
+* **Ordering.** Adjacent messages of one role are merged. In a user message the
+  ``tool_result`` blocks go first, and an image that follows a tool result
+  (a tool that returned an image) is nested inside that result. In an assistant
+  message a thinking block moves ahead of the text that precedes it, so signed
+  thinking opens the turn as the API requires.
+* **Reasoning replay.** Thinking comes back as :class:`ReasoningOutput` with its
+  ``signature`` (``redacted_thinking`` keeps its ``data`` in
+  ``encrypted_content`` with ``redacted=True``) and is replayed verbatim.
+  Reasoning without a signature (from another vendor) is not sent.
+* **max_tokens** is required by the API. The request's ``output_token_cap``
+  wins, then the provider's ``max_tokens`` option, then a per-model default:
+
+  ======================================  ======
+  model family                            default
+  ======================================  ======
+  Claude 3 (haiku, sonnet, opus)           4 096
+  Claude 3.5                               8 192
+  Claude 3.7 Sonnet                       64 000
+  Claude Opus 4 / 4.1                     32 000
+  other Claude 4.x and later              64 000
+  a model name this table cannot read      8 192
+  ======================================  ======
+
+* **Thinking** follows ``request.model_variant``: ``none`` (or no variant) sends
+  none. Models with adaptive thinking (Opus 4.6/4.7, Sonnet 4.6, Claude 5 and
+  later) get ``thinking: {type: adaptive}`` and ``output_config.effort``
+  (``minimal`` is sent as ``low``; ``xhigh``/``max`` fall back to what the model
+  accepts). Other thinking models (Claude 3.7, Claude 4.x) get a token budget:
+  minimal/low 1 024, medium 4 096, high 12 288, xhigh 24 576, max 32 000, kept
+  below ``max_tokens``. Anthropic refuses thinking with a forced tool choice, so
+  ``ToolChoice.REQUIRED`` sends no thinking.
+* **Prompt caching** (``cache="short"`` by default, ``"long"`` for the one-hour
+  TTL, ``"none"`` to switch off) marks the last system block, the last tool, and
+  the last :attr:`TextBlock.cache_breakpoint` block (else the last block of a
+  trailing user message).
+
+Usage is normalized to lash's convention: ``input_tokens`` = input + cache read
++ cache write, ``cached_input_tokens`` = cache read, ``reasoning_tokens`` =
+``output_tokens_details.thinking_tokens`` and ``output_tokens`` excludes them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from .._closing import AsyncClosing
+from ..kernel.attachments import AttachmentRef
+from ..kernel.llm import (
+    ImageBlock,
+    JsonObjectOutput,
+    JsonSchemaOutput,
+    LlmCallError,
+    LlmOutputPart,
+    LlmRequest,
+    LlmResponse,
+    LlmRole,
+    LlmUsage,
+    ReasoningBlock,
+    ReasoningOutput,
+    ReasoningReplay,
+    TerminalReason,
+    TextBlock,
+    TextOutput,
+    ToolCallBlock,
+    ToolCallOutput,
+    ToolChoice,
+    ToolResultBlock,
+)
+from .base import ReasoningDeltaEvent, StreamCallback, TextDeltaEvent, UsageEvent
+from .classify import Classification, FailureKind, classify_failure, make_call_error
+from .http import (
+    ProviderCallError,
+    Timeouts,
+    open_response,
+    parse_retry_after,
+    read_body,
+    read_chunks,
+)
+from .openai_chat import AttachmentResolver
+from .sse import SseDecoder, SseError, SseEvent
+
+__all__ = [
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_VERSION",
+    "AnthropicProvider",
+    "CacheRetention",
+    "ModelTraits",
+    "anthropic_from_env",
+    "build_messages_body",
+    "model_traits",
+    "parse_message",
+    "resolve_max_tokens",
+    "sanitize_tool_id",
+    "usage_from_anthropic",
+]
+
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+INTERLEAVED_THINKING_BETA = "interleaved-thinking-2025-05-14"
+
+CacheRetention = Literal["none", "short", "long"]
+
+_IMAGE_MIMES = {
+    "image/jpeg": "image/jpeg",
+    "image/jpg": "image/jpeg",
+    "image/png": "image/png",
+    "image/gif": "image/gif",
+    "image/webp": "image/webp",
+}
+_STOP_REASONS = {
+    "end_turn": TerminalReason.STOP,
+    "stop_sequence": TerminalReason.STOP,
+    "pause_turn": TerminalReason.STOP,
+    "tool_use": TerminalReason.TOOL_USE,
+    "max_tokens": TerminalReason.OUTPUT_LIMIT,
+    "model_context_window_exceeded": TerminalReason.CONTEXT_OVERFLOW,
+    "refusal": TerminalReason.CONTENT_FILTER,
+    "safety": TerminalReason.CONTENT_FILTER,
+    "sensitive": TerminalReason.CONTENT_FILTER,
+}
+# Vendor error types worth retrying even when the status alone says otherwise
+# (529 "overloaded" is not a standard retryable status).
+_RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
+
+_VARIANTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+_BUDGETS = {
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 4096,
+    "high": 12288,
+    "xhigh": 24576,
+    "max": 32000,
+}
+_MIN_BUDGET = 1024
+
+
+def _validation_error(message: str, code: str = "validation") -> ProviderCallError:
+    return ProviderCallError(LlmCallError(message=message, retryable=False, code=code))
+
+
+# ---------------------------------------------------------------- model traits
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTraits:
+    """What the provider assumes about a model from its name.
+
+    ``thinking`` is ``"adaptive"``, ``"budget"`` or ``"none"``; ``efforts`` are
+    the adaptive effort levels the model accepts.
+    """
+
+    default_max_tokens: int
+    thinking: Literal["adaptive", "budget", "none"]
+    efforts: tuple[str, ...] = ()
+
+
+# "claude-sonnet-4-5-20250929", "claude-opus-4.6", "anthropic.claude-haiku-4-5-v1:0"
+_NEW_NAME = re.compile(r"claude-([a-z]+)-(\d{1,2})(?:[-.](\d{1,2}))?(?!\d)")
+# "claude-3-5-sonnet-20241022", "claude-3-opus-latest"
+_OLD_NAME = re.compile(r"claude-(\d)(?:[-.](\d))?-([a-z]+)")
+
+
+def model_traits(model: str) -> ModelTraits:
+    """Defaults for ``model`` (see the module docstring for the table)."""
+    name = model.lower()
+    old = _OLD_NAME.search(name)
+    if old is not None:
+        major, minor, family = int(old.group(1)), int(old.group(2) or 0), old.group(3)
+    else:
+        new = _NEW_NAME.search(name)
+        if new is None:
+            return ModelTraits(default_max_tokens=8192, thinking="none")
+        family, major, minor = new.group(1), int(new.group(2)), int(new.group(3) or 0)
+    if major < 3:
+        return ModelTraits(default_max_tokens=4096, thinking="none")
+    if major == 3:
+        if minor >= 7:
+            return ModelTraits(default_max_tokens=64000, thinking="budget")
+        return ModelTraits(default_max_tokens=8192 if minor == 5 else 4096, thinking="none")
+    base = ("low", "medium", "high")
+    if major == 4:
+        if family == "opus" and minor == 7:
+            return ModelTraits(64000, "adaptive", (*base, "xhigh"))
+        if family == "opus" and minor == 6:
+            return ModelTraits(64000, "adaptive", (*base, "max"))
+        if family == "sonnet" and minor == 6:
+            return ModelTraits(64000, "adaptive", base)
+        if family == "opus" and minor < 5:
+            return ModelTraits(32000, "budget")
+        return ModelTraits(64000, "budget")
+    return ModelTraits(64000, "adaptive", base)
+
+
+def _effort(variant: str, traits: ModelTraits) -> str:
+    if variant == "minimal":
+        return "low"
+    if variant in traits.efforts:
+        return variant
+    if variant in ("xhigh", "max"):
+        for fallback in ("xhigh", "max"):
+            if fallback in traits.efforts:
+                return fallback
+    return "high"
+
+
+def _thinking(
+    request: LlmRequest, traits: ModelTraits, model: str, max_tokens: int, display: str
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The ``thinking`` object and adaptive effort for the request's variant."""
+    variant = request.model_variant
+    if variant is None:
+        return None, None
+    variant = variant.strip().lower()
+    if variant not in _VARIANTS:
+        raise _validation_error(
+            f"unknown model variant {request.model_variant!r} for {model!r} "
+            f"(expected one of: {', '.join(_VARIANTS)})"
+        )
+    if variant == "none" or request.tool_choice is ToolChoice.REQUIRED:
+        return None, None
+    if traits.thinking == "none":
+        raise _validation_error(
+            f"model {model!r} has no extended thinking, so variant {variant!r} cannot "
+            "be honoured (use variant 'none' or no variant)"
+        )
+    if traits.thinking == "adaptive":
+        return {"type": "adaptive", "display": display}, _effort(variant, traits)
+    budget = min(_BUDGETS[variant], max_tokens - 1)
+    if budget < _MIN_BUDGET:
+        raise _validation_error(
+            f"max_tokens {max_tokens} leaves no room for thinking on {model!r}: the "
+            f"budget must be at least {_MIN_BUDGET} and below max_tokens"
+        )
+    return {"type": "enabled", "budget_tokens": budget, "display": display}, None
+
+
+# ---------------------------------------------------------------- request mapping
+
+
+_TOOL_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def sanitize_tool_id(call_id: str) -> str:
+    """A tool-use id the API accepts: ``[A-Za-z0-9_-]``, at most 64 characters.
+
+    The mapping is deterministic, so a call and its result stay paired; an id
+    that has to be shortened keeps a hash of the original to stay distinct.
+    """
+    clean = _TOOL_ID_BAD.sub("_", call_id) or "toolu_empty"
+    if len(clean) <= 64:
+        return clean
+    digest = hashlib.sha256(call_id.encode()).hexdigest()[:16]
+    return f"{clean[:47]}_{digest}"
+
+
+def _image(ref: AttachmentRef, data: bytes) -> dict[str, Any]:
+    mime = _IMAGE_MIMES.get(ref.mime.lower())
+    if mime is None:
+        raise _validation_error(
+            f"unsupported image format {ref.mime!r} for attachment {ref.id} "
+            "(Anthropic accepts jpeg, png, gif, webp)",
+            code="unsupported_image_format",
+        )
+    return {
+        "type": "image",
+        "source": {
+            "type": "base64",
+            "media_type": mime,
+            "data": base64.b64encode(data).decode("ascii"),
+        },
+    }
+
+
+def _tool_input(input_json: str) -> dict[str, Any]:
+    try:
+        value = json.loads(input_json) if input_json.strip() else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _reasoning_block(block: ReasoningBlock) -> dict[str, Any] | None:
+    replay = block.replay
+    if replay is None:
+        return None
+    if replay.redacted:
+        data = replay.encrypted_content or replay.signature
+        return {"type": "redacted_thinking", "data": data} if data else None
+    if replay.signature:
+        return {"type": "thinking", "thinking": block.text, "signature": replay.signature}
+    return None
+
+
+@dataclass
+class _Wire:
+    """One wire message being built (a role and its content blocks)."""
+
+    role: str
+    content: list[dict[str, Any]]
+
+
+def _order_user(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    results = [b for b in content if b["type"] == "tool_result"]
+    if not results:
+        return content
+    return results + [b for b in content if b["type"] != "tool_result"]
+
+
+def _order_assistant(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for block in content:
+        if block["type"] in ("thinking", "redacted_thinking"):
+            at = len(out)
+            while at > 0 and out[at - 1]["type"] == "text":
+                at -= 1
+            out.insert(at, block)
+        else:
+            out.append(block)
+    return out
+
+
+def _convert(
+    request: LlmRequest,
+    images: Mapping[str, bytes],
+    marked: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[_Wire]]:
+    """System blocks and wire messages (unmerged) for ``request``."""
+    system: list[dict[str, Any]] = []
+    wire: list[_Wire] = []
+    leading = True
+    for message in request.messages:
+        if message.role is LlmRole.SYSTEM and leading:
+            for block in message.blocks:
+                if isinstance(block, TextBlock) and block.text.strip():
+                    system.append({"type": "text", "text": block.text})
+            continue
+        leading = False
+        role = "assistant" if message.role is LlmRole.ASSISTANT else "user"
+        content: list[dict[str, Any]] = []
+        last_result: dict[str, Any] | None = None
+        for block in message.blocks:
+            if isinstance(block, TextBlock):
+                if not block.text.strip():
+                    continue
+                item = {"type": "text", "text": block.text}
+                if block.cache_breakpoint:
+                    marked.append(item)
+                content.append(item)
+            elif isinstance(block, ImageBlock):
+                if role != "user":
+                    continue
+                try:
+                    ref = request.attachments[block.attachment_idx]
+                except IndexError:
+                    raise _validation_error(
+                        f"image block points at attachment {block.attachment_idx}, "
+                        f"but the request has {len(request.attachments)}"
+                    ) from None
+                if ref.id not in images:
+                    raise _validation_error(f"attachment {ref.id} could not be resolved")
+                image = _image(ref, images[ref.id])
+                if last_result is not None:
+                    nested = last_result.setdefault("content", [])
+                    if isinstance(nested, str):
+                        nested = last_result["content"] = [{"type": "text", "text": nested}]
+                    nested.append(image)
+                    continue
+                content.append(image)
+            elif isinstance(block, ToolCallBlock):
+                content.append(
+                    {
+                        "type": "tool_use",
+                        "id": sanitize_tool_id(block.call_id),
+                        "name": block.tool_name,
+                        "input": _tool_input(block.input_json),
+                    }
+                )
+            elif isinstance(block, ToolResultBlock):
+                result: dict[str, Any] = {
+                    "type": "tool_result",
+                    "tool_use_id": sanitize_tool_id(block.call_id),
+                }
+                if block.content:
+                    result["content"] = block.content
+                content.append(result)
+                last_result = result
+                continue
+            elif isinstance(block, ReasoningBlock):
+                if role != "assistant":
+                    continue
+                thinking = _reasoning_block(block)
+                if thinking is None:
+                    continue
+                content.append(thinking)
+            last_result = None
+        if content:
+            wire.append(_Wire(role, content))
+    return system, wire
+
+
+def _merge(wire: list[_Wire]) -> list[dict[str, Any]]:
+    merged: list[_Wire] = []
+    for message in wire:
+        if merged and merged[-1].role == message.role:
+            merged[-1].content.extend(message.content)
+        else:
+            merged.append(_Wire(message.role, list(message.content)))
+    out: list[dict[str, Any]] = []
+    for message in merged:
+        if message.role == "user":
+            content = _order_user(message.content)
+        else:
+            content = _order_assistant(message.content)
+        out.append({"role": message.role, "content": content})
+    return out
+
+
+def _tool_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    if not schema:
+        return {"type": "object", "properties": {}}
+    if "type" not in schema:
+        return {"type": "object", **schema}
+    return dict(schema)
+
+
+def _cache_marker(cache: CacheRetention) -> dict[str, Any] | None:
+    if cache == "none":
+        return None
+    if cache == "long":
+        return {"type": "ephemeral", "ttl": "1h"}
+    return {"type": "ephemeral"}
+
+
+def resolve_max_tokens(request: LlmRequest, model: str, default: int | None = None) -> int:
+    """``max_tokens`` for ``request``: its cap, else ``default``, else the model table."""
+    if request.generation.output_token_cap is not None:
+        return request.generation.output_token_cap
+    if default is not None:
+        return default
+    return model_traits(model).default_max_tokens
+
+
+def build_messages_body(
+    request: LlmRequest,
+    *,
+    model: str,
+    images: Mapping[str, bytes],
+    stream: bool,
+    max_tokens: int | None = None,
+    cache: CacheRetention = "short",
+    expose_thinking: bool = True,
+) -> dict[str, Any]:
+    """The Messages JSON body for ``request`` (``images`` maps attachment id → bytes).
+
+    ``max_tokens`` is the provider default used when the request has no cap.
+    """
+    marked: list[dict[str, Any]] = []
+    system, wire = _convert(request, images, marked)
+    messages = _merge(wire)
+    if not messages:
+        raise _validation_error(
+            "the request has no user or assistant content to send (Anthropic needs at "
+            "least one message besides the system prompt)"
+        )
+    traits = model_traits(model)
+    limit = resolve_max_tokens(request, model, max_tokens)
+    body: dict[str, Any] = {"model": model, "max_tokens": limit, "messages": messages}
+    if system:
+        body["system"] = system
+    tools: list[dict[str, Any]] = []
+    for tool in request.tools:
+        entry: dict[str, Any] = {"name": tool.name, "input_schema": _tool_schema(tool.input_schema)}
+        if tool.description:
+            entry["description"] = tool.description
+        tools.append(entry)
+    if tools:
+        body["tools"] = tools
+        choice = {ToolChoice.AUTO: "auto", ToolChoice.NONE: "none", ToolChoice.REQUIRED: "any"}
+        body["tool_choice"] = {"type": choice[request.tool_choice]}
+    display = "summarized" if expose_thinking else "omitted"
+    thinking, effort = _thinking(request, traits, model, limit, display)
+    output_config: dict[str, Any] = {}
+    if thinking is not None:
+        body["thinking"] = thinking
+    if effort is not None:
+        output_config["effort"] = effort
+    spec = request.output_spec
+    if isinstance(spec, JsonObjectOutput):
+        output_config["format"] = {"type": "json_schema", "schema": {"type": "object"}}
+    elif isinstance(spec, JsonSchemaOutput):
+        output_config["format"] = {"type": "json_schema", "schema": spec.schema}
+    if output_config:
+        body["output_config"] = output_config
+    marker = _cache_marker(cache)
+    if marker is not None:
+        if system:
+            system[-1]["cache_control"] = dict(marker)
+        if tools:
+            tools[-1]["cache_control"] = dict(marker)
+        if marked:
+            marked[-1]["cache_control"] = dict(marker)
+        elif messages and messages[-1]["role"] == "user":
+            messages[-1]["content"][-1]["cache_control"] = dict(marker)
+    body["stream"] = stream
+    return body
+
+
+# ---------------------------------------------------------------- response parsing
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    if isinstance(value, float) and value == value:
+        return max(int(value), 0)
+    if isinstance(value, str):
+        try:
+            return max(int(value.strip()), 0)
+        except ValueError:
+            return 0
+    return 0
+
+
+def usage_from_anthropic(raw: Any) -> LlmUsage:
+    """Normalize an Anthropic ``usage`` object to lash's convention (module docstring)."""
+    if not isinstance(raw, dict):
+        return LlmUsage()
+    read = _count(raw.get("cache_read_input_tokens"))
+    write = _count(raw.get("cache_creation_input_tokens"))
+    output = _count(raw.get("output_tokens"))
+    details = raw.get("output_tokens_details")
+    thinking = _count(details.get("thinking_tokens")) if isinstance(details, dict) else 0
+    thinking = min(thinking, output)
+    return LlmUsage(
+        input_tokens=_count(raw.get("input_tokens")) + read + write,
+        output_tokens=output - thinking,
+        cached_input_tokens=read,
+        reasoning_tokens=thinking,
+    )
+
+
+def _merge_raw_usage(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Later usage objects carry cumulative counts: a reported field replaces the old one."""
+    merged = dict(old)
+    for key, value in new.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge_raw_usage(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@dataclass
+class _Block:
+    kind: str
+    text: list[str] = field(default_factory=list)
+    signature: list[str] = field(default_factory=list)
+    data: str | None = None
+    id: str | None = None
+    name: str = ""
+    initial_input: Any = None
+    input_json: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Assembly:
+    """Accumulates one reply from stream events or a whole message object."""
+
+    message_id: str | None = None
+    blocks: dict[int, _Block] = field(default_factory=dict)
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+    stop_details: Any = None
+    raw_usage: dict[str, Any] | None = None
+    done: bool = False
+
+    def add_usage(self, raw: Any) -> LlmUsage | None:
+        if not isinstance(raw, dict):
+            return None
+        self.raw_usage = _merge_raw_usage(self.raw_usage or {}, raw)
+        return usage_from_anthropic(self.raw_usage)
+
+    def set_stop(self, source: Mapping[str, Any]) -> None:
+        reason = source.get("stop_reason")
+        if isinstance(reason, str):
+            self.stop_reason = reason
+        sequence = source.get("stop_sequence")
+        if isinstance(sequence, str):
+            self.stop_sequence = sequence
+        if source.get("stop_details") is not None:
+            self.stop_details = source["stop_details"]
+
+    def start_block(self, index: int, meta: Mapping[str, Any]) -> _Block:
+        kind = meta.get("type")
+        block = _Block(kind=kind if isinstance(kind, str) else "unknown")
+        if isinstance(meta.get("id"), str):
+            block.id = meta["id"]
+        if isinstance(meta.get("name"), str):
+            block.name = meta["name"]
+        block.initial_input = meta.get("input")
+        if isinstance(meta.get("data"), str):
+            block.data = meta["data"]
+        if isinstance(meta.get("signature"), str) and meta["signature"]:
+            block.signature.append(meta["signature"])
+        self.blocks[index] = block
+        return block
+
+    def block(self, index: int, kind: str) -> _Block:
+        block = self.blocks.get(index)
+        if block is None:
+            block = self.blocks[index] = _Block(kind=kind)
+        return block
+
+    def _diagnostic(self, reason: TerminalReason) -> str | None:
+        stop = self.stop_reason
+        if reason is TerminalReason.CONTENT_FILTER:
+            details = self.stop_details if isinstance(self.stop_details, dict) else {}
+            explanation = details.get("explanation") or details.get("category")
+            return f"{stop}: {explanation}" if explanation else str(stop)
+        if reason is TerminalReason.CONTEXT_OVERFLOW:
+            return "The reply reached the model's context window (model_context_window_exceeded)."
+        if stop == "pause_turn":
+            return "pause_turn: the server paused a long-running turn"
+        return None
+
+    def response(self) -> LlmResponse:
+        parts: list[LlmOutputPart] = []
+        texts: list[str] = []
+        has_call = False
+        for index in sorted(self.blocks):
+            block = self.blocks[index]
+            if block.kind == "text":
+                text = "".join(block.text)
+                if text:
+                    texts.append(text)
+                    parts.append(TextOutput(text=text))
+            elif block.kind == "thinking":
+                signature = "".join(block.signature)
+                replay = ReasoningReplay(signature=signature) if signature else None
+                parts.append(ReasoningOutput(text="".join(block.text), replay=replay))
+            elif block.kind == "redacted_thinking":
+                if block.data:
+                    replay = ReasoningReplay(redacted=True, encrypted_content=block.data)
+                    parts.append(ReasoningOutput(text="", replay=replay))
+            elif block.kind == "tool_use" and block.name:
+                streamed = "".join(block.input_json)
+                if streamed.strip():
+                    arguments = streamed
+                elif isinstance(block.initial_input, dict) and block.initial_input:
+                    arguments = json.dumps(block.initial_input, ensure_ascii=False)
+                else:
+                    arguments = "{}"
+                parts.append(
+                    ToolCallOutput(
+                        call_id=block.id or f"toolu_lash_{uuid.uuid4().hex}",
+                        tool_name=block.name,
+                        input_json=arguments,
+                    )
+                )
+                has_call = True
+        diagnostic: str | None = None
+        if self.stop_reason is None:
+            reason = TerminalReason.TOOL_USE if has_call else TerminalReason.STOP
+        else:
+            reason = _STOP_REASONS.get(self.stop_reason, TerminalReason.PROVIDER_ERROR)
+            if reason is TerminalReason.PROVIDER_ERROR:
+                diagnostic = f"stop_reason {self.stop_reason!r}"
+            else:
+                diagnostic = self._diagnostic(reason)
+        return LlmResponse(
+            full_text="".join(texts),
+            parts=tuple(parts),
+            usage=usage_from_anthropic(self.raw_usage),
+            terminal_reason=reason,
+            terminal_diagnostic=diagnostic,
+            provider_usage=self.raw_usage,
+        )
+
+
+def _assemble_message(payload: Any) -> _Assembly:
+    if not isinstance(payload, dict):
+        raise ValueError("message body is not a JSON object")
+    if payload.get("type") not in (None, "message"):
+        raise ValueError(f"expected a message object, got type {payload.get('type')!r}")
+    content = payload.get("content")
+    if not isinstance(content, list):
+        raise ValueError("message 'content' is not a list")
+    assembly = _Assembly()
+    if isinstance(payload.get("id"), str):
+        assembly.message_id = payload["id"]
+    for index, item in enumerate(content):
+        if not isinstance(item, dict):
+            raise ValueError(f"content block {index} is not an object")
+        block = assembly.start_block(index, item)
+        if block.kind == "text" and isinstance(item.get("text"), str):
+            block.text.append(item["text"])
+        elif block.kind == "thinking" and isinstance(item.get("thinking"), str):
+            block.text.append(item["thinking"])
+        elif block.kind == "tool_use" and isinstance(item.get("input"), dict):
+            block.input_json.append(json.dumps(item["input"], ensure_ascii=False))
+    assembly.set_stop(payload)
+    assembly.add_usage(payload.get("usage"))
+    assembly.done = True
+    return assembly
+
+
+def parse_message(payload: Any) -> LlmResponse:
+    """Assemble a non-streamed Messages response (a ``message`` JSON object)."""
+    return _assemble_message(payload).response()
+
+
+# ---------------------------------------------------------------- provider
+
+
+def _normalize_base_url(base_url: str) -> str:
+    url = base_url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+class AnthropicProvider(AsyncClosing):
+    """Anthropic Messages over httpx, streaming when a callback is given.
+
+    ``base_url`` is the API root (``/v1`` is appended; a trailing ``/v1`` is
+    accepted). ``model_prefix`` is stripped from ``request.model`` when present
+    (``"anthropic:claude-sonnet-4-5"``); ``attachments`` resolves image
+    references to bytes at call time; ``max_tokens`` overrides the per-model
+    default; ``cache`` sets prompt caching; ``expose_thinking`` asks for
+    summarized thinking and streams it as ``ReasoningDeltaEvent`` (``False`` asks
+    the API to omit the text but still keeps the signature for replay);
+    ``betas`` are sent as ``anthropic-beta``. Pass ``http_client`` to share a
+    pool; otherwise the provider owns one (close it with :meth:`aclose` or
+    ``async with``). Wrap it in :class:`~lash.providers.http.ProviderHandle` for
+    retries.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = ANTHROPIC_BASE_URL,
+        model_prefix: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        attachments: AttachmentResolver | None = None,
+        timeouts: Timeouts | None = None,
+        name: str = "anthropic",
+        stream: bool | None = None,
+        max_tokens: int | None = None,
+        cache: CacheRetention = "short",
+        expose_thinking: bool = True,
+        betas: tuple[str, ...] | list[str] = (),
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key must not be empty")
+        if max_tokens is not None and max_tokens <= 0:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        if cache not in ("none", "short", "long"):
+            raise ValueError(f"cache must be 'none', 'short' or 'long', got {cache!r}")
+        self._api_key = api_key
+        self.base_url = _normalize_base_url(base_url)
+        self.model_prefix = model_prefix
+        self._client = http_client
+        self._owns_client = http_client is None
+        self._resolve = attachments
+        self.timeouts = timeouts or Timeouts()
+        self._name = name
+        self._stream = stream
+        self.max_tokens = max_tokens
+        self.cache: CacheRetention = cache
+        self.expose_thinking = expose_thinking
+        self.betas = tuple(betas)
+        self._extra_headers = dict(extra_headers or {})
+
+    def __repr__(self) -> str:
+        return f"AnthropicProvider(name={self._name!r}, base_url={self.base_url!r})"
+
+    @property
+    def name(self) -> str:
+        """The provider kind (``anthropic``)."""
+        return self._name
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this provider created it."""
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            t = self.timeouts
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(t.request, connect=t.connect, read=t.chunk)
+            )
+        return self._client
+
+    def wire_model(self, model: str) -> str:
+        """The model name sent on the wire."""
+        if self.model_prefix and model.startswith(self.model_prefix):
+            return model[len(self.model_prefix) :]
+        return model
+
+    async def build_body(self, request: LlmRequest, *, stream: bool) -> dict[str, Any]:
+        """Resolve attachments and build the JSON body (exposed for tests and tracing)."""
+        used = {
+            block.attachment_idx
+            for message in request.messages
+            if message.role is LlmRole.USER
+            for block in message.blocks
+            if isinstance(block, ImageBlock)
+        }
+        refs = [request.attachments[i] for i in sorted(used) if 0 <= i < len(request.attachments)]
+        images: dict[str, bytes] = {}
+        if refs:
+            if self._resolve is None:
+                raise _validation_error(
+                    "the request has image attachments but the provider has no attachment "
+                    "resolver (pass attachments=...)"
+                )
+            images = await self._resolve(refs)
+        return build_messages_body(
+            request,
+            model=self.wire_model(request.model),
+            images=images,
+            stream=stream,
+            max_tokens=self.max_tokens,
+            cache=self.cache,
+            expose_thinking=self.expose_thinking,
+        )
+
+    def headers(self, body: Mapping[str, Any], *, stream: bool) -> dict[str, str]:
+        """The request headers for ``body`` (the key is included; never log them)."""
+        headers = {
+            "x-api-key": self._api_key,
+            "anthropic-version": ANTHROPIC_VERSION,
+            "content-type": "application/json",
+            "accept": "text/event-stream" if stream else "application/json",
+        }
+        betas = list(self.betas)
+        thinking = body.get("thinking")
+        if (
+            isinstance(thinking, dict)
+            and thinking.get("type") == "enabled"
+            and body.get("tools")
+            and "claude-3" not in str(body.get("model", "")).lower()
+            and INTERLEAVED_THINKING_BETA not in betas
+        ):
+            betas.append(INTERLEAVED_THINKING_BETA)
+        if betas:
+            headers["anthropic-beta"] = ",".join(betas)
+        headers.update(self._extra_headers)
+        return headers
+
+    async def complete(
+        self, request: LlmRequest, on_event: StreamCallback | None = None
+    ) -> LlmResponse:
+        """Run one Messages call (no retries; see ``ProviderHandle``)."""
+        stream = self._stream if self._stream is not None else on_event is not None
+        body = await self.build_body(request, stream=stream)
+        client = self._http()
+        http_request = client.build_request(
+            "POST",
+            f"{self.base_url}/v1/messages",
+            headers=self.headers(body, stream=stream),
+            content=json.dumps(body).encode(),
+        )
+        label = f"{self._name} messages"
+        secrets = (self._api_key,)
+        async with open_response(
+            client,
+            http_request,
+            start_timeout=self.timeouts.response_start(stream),
+            label=label,
+            secrets=secrets,
+        ) as response:
+            if response.status_code >= 400:
+                raw = await read_body(
+                    response,
+                    timeout=self.timeouts.request,
+                    chunk_timeout=self.timeouts.chunk,
+                    label=label,
+                    secrets=secrets,
+                )
+                raise self._http_error(response, raw)
+            content_type = response.headers.get("content-type", "").lower()
+            if "text/event-stream" in content_type:
+                return await self._read_stream(response, on_event, label)
+            raw = await read_body(
+                response,
+                timeout=self.timeouts.request,
+                chunk_timeout=self.timeouts.chunk,
+                label=label,
+                secrets=secrets,
+            )
+        return await self._parse_buffered(raw, on_event, label)
+
+    # ------------------------------------------------------------ internals
+
+    def _error(
+        self, message: str, verdict: Classification, raw: str | None = None, **kw: Any
+    ) -> ProviderCallError:
+        error = make_call_error(message, verdict, raw=raw, secrets=(self._api_key,))
+        return ProviderCallError(error, **kw)
+
+    def _http_error(self, response: httpx.Response, raw: bytes) -> ProviderCallError:
+        status = response.status_code
+        text = raw.decode("utf-8", errors="replace")
+        vendor_type: str | None = None
+        request_id: str | None = None
+        message = text.strip()[:500] or response.reason_phrase
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict):
+            err = payload.get("error", payload)
+            if isinstance(err, dict):
+                if isinstance(err.get("type"), str):
+                    vendor_type = err["type"]
+                if isinstance(err.get("message"), str):
+                    message = err["message"]
+            elif isinstance(err, str):
+                message = err
+            if isinstance(payload.get("request_id"), str):
+                request_id = payload["request_id"]
+        request_id = request_id or response.headers.get("request-id")
+        verdict = classify_failure(status=status, code=vendor_type, message=message, raw=text)
+        if (
+            not verdict.retryable
+            and status >= 500
+            and (status == 529 or vendor_type in _RETRYABLE_ERROR_TYPES)
+        ):
+            verdict = Classification(FailureKind.SERVER_ERROR, True, verdict.terminal_reason)
+        tag = f" {vendor_type}" if vendor_type else ""
+        where = f" (request {request_id})" if request_id else ""
+        summary = f"{self._name}: HTTP {status}{tag}: {message}{where}"
+        return self._error(
+            summary,
+            verdict,
+            raw=text[:4000],
+            status=status,
+            retry_after=parse_retry_after(response.headers),
+        )
+
+    def _malformed(self, label: str, detail: str) -> ProviderCallError:
+        return self._error(
+            f"{label}: malformed response: {detail}",
+            Classification(FailureKind.MALFORMED, True),
+        )
+
+    def _truncated(self, label: str) -> ProviderCallError:
+        return self._error(
+            f"{label}: the stream ended before the response was complete "
+            "(no message_stop or stop_reason)",
+            Classification(FailureKind.TRANSPORT, True),
+        )
+
+    def _stream_error(self, error: Any, label: str) -> ProviderCallError:
+        if isinstance(error, dict):
+            message = str(error.get("message") or json.dumps(error)[:500])
+            code = error.get("type") if isinstance(error.get("type"), str) else None
+        else:
+            message, code = str(error), None
+        verdict = classify_failure(code=code, message=message, in_stream=True)
+        tag = f" {code}" if code else ""
+        return self._error(
+            f"{label}: error in stream{tag}: {message}", verdict, raw=json.dumps(error)[:4000]
+        )
+
+    async def _parse_buffered(
+        self, raw: bytes, on_event: StreamCallback | None, label: str
+    ) -> LlmResponse:
+        stripped = raw.lstrip()
+        if stripped.startswith((b"event:", b"data:")) or b"\ndata:" in raw:
+            decoder = SseDecoder()
+            assembly = _Assembly()
+            try:
+                events = [*decoder.feed(raw), *decoder.close()]
+            except SseError as exc:
+                raise self._malformed(label, str(exc)) from None
+            for event in events:
+                await self._apply_event(assembly, event, on_event, label)
+            if not assembly.done and assembly.stop_reason is None:
+                raise self._truncated(label)
+            return assembly.response()
+        try:
+            payload = json.loads(raw)
+        except ValueError as exc:
+            raise self._malformed(label, f"{exc} in {raw[:200]!r}") from None
+        if isinstance(payload, dict) and payload.get("type") == "error":
+            raise self._stream_error(payload.get("error", payload), label)
+        try:
+            assembly = _assemble_message(payload)
+        except ValueError as exc:
+            raise self._malformed(label, str(exc)) from None
+        response = assembly.response()
+        if on_event is not None:
+            item = assembly.message_id
+            for part in response.parts:
+                if isinstance(part, ReasoningOutput) and part.text and self.expose_thinking:
+                    await on_event(ReasoningDeltaEvent(text=part.text, item_id=item))
+                elif isinstance(part, TextOutput):
+                    await on_event(TextDeltaEvent(text=part.text, item_id=item))
+            await on_event(UsageEvent(usage=response.usage))
+        return response
+
+    async def _read_stream(
+        self, response: httpx.Response, on_event: StreamCallback | None, label: str
+    ) -> LlmResponse:
+        decoder = SseDecoder()
+        assembly = _Assembly()
+        secrets = (self._api_key,)
+        try:
+            async for chunk in read_chunks(
+                response, chunk_timeout=self.timeouts.chunk, label=label, secrets=secrets
+            ):
+                for event in decoder.feed(chunk):
+                    await self._apply_event(assembly, event, on_event, label)
+                if assembly.done:
+                    break
+            tail = [] if assembly.done else decoder.close()
+        except SseError as exc:
+            raise self._malformed(label, str(exc)) from None
+        for event in tail:
+            try:
+                await self._apply_event(assembly, event, on_event, label)
+            except ProviderCallError:
+                if assembly.done or assembly.stop_reason is not None:
+                    raise
+                raise self._truncated(label) from None
+        if not assembly.done and assembly.stop_reason is None:
+            raise self._truncated(label)
+        return assembly.response()
+
+    async def _usage(self, assembly: _Assembly, raw: Any, on_event: StreamCallback | None) -> None:
+        usage = assembly.add_usage(raw)
+        if usage is not None and on_event is not None:
+            await on_event(UsageEvent(usage=usage))
+
+    async def _apply_event(
+        self,
+        assembly: _Assembly,
+        event: SseEvent,
+        on_event: StreamCallback | None,
+        label: str,
+    ) -> None:
+        data = event.data.strip()
+        if not data or data == "[DONE]":
+            return
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            raise self._malformed(label, f"invalid JSON in stream event: {data[:200]!r}") from None
+        if not isinstance(payload, dict):
+            raise self._malformed(label, f"stream event is not an object: {data[:200]!r}")
+        kind = payload.get("type")
+        if not isinstance(kind, str):
+            kind = event.event
+        if kind == "error":
+            raise self._stream_error(payload.get("error", payload), label)
+        if kind == "message_start":
+            message = payload.get("message")
+            if not isinstance(message, dict):
+                raise self._malformed(label, "message_start without a message object")
+            if isinstance(message.get("id"), str):
+                assembly.message_id = message["id"]
+            assembly.set_stop(message)
+            if isinstance(message.get("usage"), dict):
+                await self._usage(assembly, message["usage"], on_event)
+        elif kind == "content_block_start":
+            index = payload.get("index")
+            meta = payload.get("content_block")
+            if not isinstance(index, int) or not isinstance(meta, dict):
+                raise self._malformed(label, f"bad content_block_start: {data[:200]!r}")
+            block = assembly.start_block(index, meta)
+            # A block may open with content already in it.
+            if block.kind == "text" and isinstance(meta.get("text"), str) and meta["text"]:
+                await self._text(assembly, block, index, meta["text"], on_event)
+            elif block.kind == "thinking" and isinstance(meta.get("thinking"), str):
+                piece = meta["thinking"]
+                if piece:
+                    await self._thinking(assembly, block, index, piece, on_event)
+        elif kind == "content_block_delta":
+            index = payload.get("index")
+            delta = payload.get("delta")
+            if not isinstance(index, int) or not isinstance(delta, dict):
+                raise self._malformed(label, f"bad content_block_delta: {data[:200]!r}")
+            await self._apply_delta(assembly, index, delta, on_event)
+        elif kind == "message_delta":
+            delta = payload.get("delta")
+            if isinstance(delta, dict):
+                assembly.set_stop(delta)
+            if isinstance(payload.get("usage"), dict):
+                await self._usage(assembly, payload["usage"], on_event)
+        elif kind == "message_stop":
+            assembly.done = True
+        # ping, content_block_stop and event types added later carry nothing to keep.
+
+    async def _text(
+        self,
+        assembly: _Assembly,
+        block: _Block,
+        index: int,
+        piece: str,
+        on_event: StreamCallback | None,
+    ) -> None:
+        block.text.append(piece)
+        if on_event is not None:
+            item = f"{assembly.message_id}:{index}" if assembly.message_id else None
+            await on_event(TextDeltaEvent(text=piece, item_id=item))
+
+    async def _thinking(
+        self,
+        assembly: _Assembly,
+        block: _Block,
+        index: int,
+        piece: str,
+        on_event: StreamCallback | None,
+    ) -> None:
+        block.text.append(piece)
+        if on_event is not None and self.expose_thinking:
+            item = f"{assembly.message_id}:{index}" if assembly.message_id else None
+            await on_event(ReasoningDeltaEvent(text=piece, item_id=item))
+
+    async def _apply_delta(
+        self,
+        assembly: _Assembly,
+        index: int,
+        delta: dict[str, Any],
+        on_event: StreamCallback | None,
+    ) -> None:
+        kind = delta.get("type")
+        if kind == "text_delta":
+            piece = delta.get("text")
+            if isinstance(piece, str) and piece:
+                await self._text(assembly, assembly.block(index, "text"), index, piece, on_event)
+        elif kind == "thinking_delta":
+            piece = delta.get("thinking")
+            if isinstance(piece, str) and piece:
+                block = assembly.block(index, "thinking")
+                await self._thinking(assembly, block, index, piece, on_event)
+        elif kind == "signature_delta":
+            piece = delta.get("signature")
+            if isinstance(piece, str) and piece:
+                assembly.block(index, "thinking").signature.append(piece)
+        elif kind == "input_json_delta":
+            piece = delta.get("partial_json")
+            if isinstance(piece, str) and piece:
+                assembly.block(index, "tool_use").input_json.append(piece)
+
+
+def anthropic_from_env(*, env: Mapping[str, str] | None = None, **kwargs: Any) -> AnthropicProvider:
+    """An Anthropic provider configured from ``ANTHROPIC_API_KEY`` / ``ANTHROPIC_BASE_URL``."""
+    source = os.environ if env is None else env
+    key = (source.get("ANTHROPIC_API_KEY") or "").strip()
+    if not key:
+        raise ValueError("ANTHROPIC_API_KEY is not set")
+    base_url = (source.get("ANTHROPIC_BASE_URL") or "").strip() or ANTHROPIC_BASE_URL
+    return AnthropicProvider(api_key=key, base_url=base_url, **kwargs)
