@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -52,7 +54,18 @@ from .runtime.queue import Delivery, QueuedInput, WorkQueue
 from .runtime.tools import Tool, ToolRegistry
 from .runtime.trace import JsonlTraceSink, Tracer, TraceSink
 from .runtime.turn import TurnRunner
-from .store.base import RuntimeCommit, SessionStore, TurnStamp, UsageRow, commit_hash
+from .store.base import (
+    GraphError,
+    GraphNode,
+    RuntimeCommit,
+    SessionStore,
+    StoredSession,
+    TurnRecord,
+    TurnStamp,
+    UsageRow,
+    commit_hash,
+)
+from .store.graph import SessionGraph
 from .store.memory import MemoryStore
 
 _STREAM_BUFFER = 64
@@ -149,6 +162,9 @@ class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
     usage_rows: tuple[UsageRow, ...] = ()
     """Everything this turn booked, by (source, model): its own model calls
     (``turn``), direct completions, and child turns (``child``)."""
+    replayed: bool = False
+    """True when the turn had committed before and this result was read back
+    from the store (no activities or tool-call details then)."""
 
     @property
     def ok(self) -> bool:
@@ -458,21 +474,126 @@ class Session:
     @classmethod
     async def open(cls, core: LashCore, session_id: str) -> Session:
         """Load the session from the core's store, or start it empty."""
-        stored = await core.store.load(session_id)
+        session = cls(core, session_id)
+        await session._refresh()
+        return session
+
+    async def _refresh(self) -> StoredSession | None:
+        """Read this session's committed state from the store again."""
+        stored = await self.core.store.load(self.id)
         if stored is None:
-            return cls(core, session_id)
-        if stored.session_id != session_id:
-            raise ConfigError(f"store returned session {stored.session_id!r} for {session_id!r}")
-        return cls(
-            core,
-            session_id,
-            history=stored.messages,
-            revision=stored.revision,
-            turn_index=stored.turn_index,
-            iteration=stored.iteration,
-            usage=stored.usage,
-            frame_id=stored.frame_id,
+            return None
+        if stored.session_id != self.id:
+            raise ConfigError(f"store returned session {stored.session_id!r} for {self.id!r}")
+        self._history = list(stored.messages)
+        self._revision = stored.revision
+        self._turn_index = stored.turn_index
+        self._iteration = stored.iteration
+        self._usage = {(r.source, r.model): r.usage for r in stored.usage}
+        self._frame_id = stored.frame_id
+        return stored
+
+    async def _committed_turn(self, turn_id: str) -> TurnResult | None:
+        """The result of ``turn_id`` if it committed before, from the store; else None."""
+        load_turn = getattr(self.core.store, "load_turn", None)
+        if load_turn is None:
+            return None
+        landed = await load_turn(self.id, turn_id)
+        if landed is None:
+            return None
+        await self._refresh()  # this object may predate the commit
+        record = landed.record
+        outcome: TurnOutcome = (
+            record.outcome
+            if record is not None
+            else Stopped(reason=StopReason.RUNTIME_ERROR, message="committed without a record")
         )
+        usage = record.usage if record is not None else LlmUsage()
+        return TurnResult(
+            session_id=self.id,
+            turn_id=turn_id,
+            outcome=outcome,
+            text=outcome.text if isinstance(outcome, Finished) else "",
+            usage=usage,
+            messages=landed.messages,
+            revision=landed.revision,
+            frame_id=self._frame_id,
+            usage_rows=(UsageRow(source="turn", model=self.core.model, usage=usage),)
+            if usage != LlmUsage()
+            else (),
+            replayed=True,
+        )
+
+    # ------------------------------------------------------------ the session graph
+
+    async def graph(self) -> SessionGraph:
+        """The committed session graph (every live node and the active path), from the store."""
+        stored = await self.core.store.load(self.id)
+        if stored is None:
+            return SessionGraph((), None)
+        return stored.graph
+
+    async def branch_to(self, node_id: str) -> None:
+        """Move the leaf to ``node_id``: the next turn continues from there.
+
+        The nodes after it stay in the graph, off the active path, until they
+        are tombstoned. An unknown node is a ``GraphError``; nothing changes.
+        """
+        self._claim()
+        try:
+            if self._revision is None:
+                raise GraphError(self.id, node_id, "unknown_leaf", "the session has no nodes yet")
+            await self.core.store.commit(
+                RuntimeCommit(
+                    session_id=self.id,
+                    expected_revision=self._revision,
+                    turn_index=self._turn_index,
+                    iteration=self._iteration,
+                    frame_id=self._frame_id,
+                    leaf_id=node_id,
+                )
+            )
+            await self._refresh()
+        finally:
+            self._busy = False
+
+    async def fork(self, new_session_id: str, *, at: str | None = None) -> str:
+        """Copy the active path (up to node ``at``, default the leaf) into a new session.
+
+        The new session starts with those messages, this session's turn counters
+        and agent frame, and no usage; open it with ``core.session(new_session_id)``.
+        Returns its id. An existing ``new_session_id`` is a ``HeadRevisionConflict``.
+        """
+        graph = await self.graph()
+        if at is None:
+            path = graph.active_path
+        elif at not in graph:
+            raise GraphError(self.id, at, "unknown_leaf", "no such node to fork at")
+        else:
+            path = graph.path_to(at)
+        nodes = tuple(
+            GraphNode(message=m, parent_id=path[i - 1].id if i else None)
+            for i, m in enumerate(path)
+        )
+        await self.core.store.commit(
+            RuntimeCommit(
+                session_id=new_session_id,
+                expected_revision=None,
+                turn_index=self._turn_index,
+                iteration=self._iteration,
+                frame_id=self._frame_id,
+                replace_graph=nodes,
+            )
+        )
+        return new_session_id
+
+    async def tombstone(self, node_ids: Iterable[str]) -> int:
+        """Hide nodes off the active path, with everything below them; returns how many."""
+        return await self.core.store.tombstone(self.id, node_ids)
+
+    async def vacuum(self) -> int:
+        """Delete tombstoned nodes for good; returns how many this call removed."""
+        return await self.core.store.vacuum(self.id)
 
     @property
     def messages(self) -> tuple[Message, ...]:
@@ -611,6 +732,7 @@ class Session:
             iteration=done.iteration + 1,
             usage=usage_rows,
             frame_id=next_frame,
+            record=TurnRecord(outcome=done.outcome, usage=done.usage),
         )
         refs = [p.attachment for m in committed for p in m.parts if p.attachment is not None]
         if refs:
@@ -798,20 +920,36 @@ class Session:
         self._busy = True
 
 
-def new_turn_id() -> str:
-    """A fresh turn id: 12 hex digits (48 random bits).
+_TURN_EPOCH = 1_735_689_600  # 2025-01-01T00:00:00Z
+_turn_id_lock = threading.Lock()
+_last_turn_value = 0
 
-    Every message id of a turn embeds it, so it is kept short; within one
-    session a collision is vanishingly unlikely, and hosts that need stable ids
+
+def new_turn_id() -> str:
+    """A fresh turn id: 12 hex digits, 32 bits of seconds since 2025 then 16 random bits.
+
+    Ids grow over time (and strictly within a process), so the stores' keys,
+    which embed them, are appended at the end of their B-trees instead of
+    splitting pages all over. Every message id of a turn embeds the turn id, so
+    it is kept short. Two turns that start in the same second on one session in
+    different processes collide with probability 2**-16; the store's revision
+    check then lets only one of them commit. Hosts that need stable ids
     (durable replays) pass their own.
     """
-    return secrets.token_hex(6)
+    global _last_turn_value
+    seconds = (int(time.time()) - _TURN_EPOCH) & 0xFFFFFFFF
+    value = (seconds << 16) | secrets.randbits(16)
+    with _turn_id_lock:
+        if value <= _last_turn_value:
+            value = _last_turn_value + 1
+        _last_turn_value = value
+    return f"{value & 0xFFFFFFFFFFFF:012x}"
 
 
 class Turn:
     """A prepared turn: ``await turn.run()`` or ``async with turn.stream() as s``."""
 
-    __slots__ = ("_cancel", "_input", "_session", "_turn_id", "cancellable")
+    __slots__ = ("_cancel", "_explicit", "_input", "_session", "_turn_id", "cancellable")
 
     def __init__(
         self,
@@ -824,6 +962,7 @@ class Turn:
         self._session = session
         self._input = input
         self._cancel = cancel or CancelToken()
+        self._explicit = bool(turn_id)
         self._turn_id = turn_id or new_turn_id()
         self.cancellable = False
         """True while the turn loop runs; cancelling outside that window does nothing
@@ -853,6 +992,12 @@ class Turn:
 
     async def _body(self, sink: Any) -> TurnResult:
         try:
+            if self._explicit:
+                # A caller-chosen id may name a turn that already committed (a
+                # durable host replaying after a crash): return that turn, run nothing.
+                landed = await self._session._committed_turn(self._turn_id)
+                if landed is not None:
+                    return landed
             return await self._session._execute(
                 self._input, cancel=self._cancel, turn_id=self._turn_id, sink=sink, guard=self
             )

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+import msgspec
 
 from ..kernel.codec import decode, encode, from_builtins, to_builtins
 from ..kernel.errors import CodecError
 from ..kernel.llm import LlmUsage
-from ..kernel.messages import Message
-from .base import RuntimeCommit, StoreCorruptError, UsageRow
+from ..kernel.messages import Message, Role
+from ..kernel.outcome import AssistantAnswer, Finished, TurnOutcome
+from .base import RuntimeCommit, StoreCorruptError, TurnRecord, UsageRow
 
 T = TypeVar("T")
 
@@ -117,3 +120,61 @@ def sum_usage(commit: RuntimeCommit) -> dict[tuple[str, str], LlmUsage]:
         prior = usage.get(key)
         usage[key] = row.usage if prior is None else prior + row.usage
     return usage
+
+
+class _StoredRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A turn record as stored: ``answer`` instead of an outcome that repeats a message."""
+
+    outcome: Any = None
+    answer: str | None = None
+    """The id of the committed message whose text is the turn's answer."""
+    usage: LlmUsage = msgspec.field(default_factory=LlmUsage)
+
+
+def encode_record(commit: RuntimeCommit) -> str | bytes | None:
+    """A commit's turn record for storage, or None when it has none.
+
+    A finished turn's answer is the text of its last assistant message; the
+    record then names that message instead of repeating the text.
+    """
+    record = commit.record
+    if record is None:
+        return None
+    outcome = record.outcome
+    if isinstance(outcome, Finished) and isinstance(outcome.result, AssistantAnswer):
+        last = next((m for m in reversed(commit.messages) if m.role is Role.ASSISTANT), None)
+        stamp = commit.stamp
+        if (
+            last is not None
+            and stamp is not None
+            and last.id.startswith(f"{stamp.turn_id}.")
+            and last.text() == outcome.result.text
+        ):
+            return pack(encode(_StoredRecord(answer=last.id, usage=record.usage)))
+    return pack(encode(_StoredRecord(outcome=to_builtins(outcome), usage=record.usage)))
+
+
+def decode_record(
+    session_id: str, turn_id: str, data: object, messages: Iterable[Message]
+) -> TurnRecord:
+    """A stored turn record back, its answer read from the turn's ``messages``."""
+    stored = decode_row(session_id, "turn_stamps", turn_id, data, _StoredRecord)
+    if stored.answer is not None:
+        answer = next((m for m in messages if m.id == stored.answer), None)
+        if answer is None:
+            raise StoreCorruptError(
+                session_id,
+                "turn_stamps",
+                turn_id,
+                f"the answer message {stored.answer!r} is gone",
+                path="$.answer",
+            )
+        outcome: Any = Finished(result=AssistantAnswer(text=answer.text()))
+    else:
+        try:
+            outcome = from_builtins(stored.outcome, cast(Any, TurnOutcome))
+        except CodecError as exc:
+            raise StoreCorruptError(
+                session_id, "turn_stamps", turn_id, exc.reason, path=f"$.outcome{exc.path[1:]}"
+            ) from exc
+    return TurnRecord(outcome=outcome, usage=stored.usage)

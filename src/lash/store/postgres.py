@@ -39,9 +39,11 @@ from ..runtime.effects import DurabilityTier
 from ._codec import (
     commit_messages,
     decode_message,
+    decode_record,
     decode_row,
     decode_usage_rows,
     encode_message,
+    encode_record,
     pack,
     sum_usage,
 )
@@ -57,7 +59,6 @@ from .base import (
     StoreError,
     StoreSchemaError,
     TurnCommitConflict,
-    TurnRecord,
     check_commit,
     check_node_ids,
     check_session_id,
@@ -421,16 +422,17 @@ class PostgresStore:
             ) from exc
         if row is None:
             return None
+        messages = tuple(_decode_stored(session_id, nid, data) for nid, data in rows)
         record = None
         if row[3] is not None:
-            record = decode_row(session_id, "turn_stamps", turn_id, _unpack(row[3]), TurnRecord)
+            record = decode_record(session_id, turn_id, _unpack(row[3]), messages)
         return CommittedTurn(
             session_id=session_id,
             turn_id=turn_id,
             revision=row[2],
             commit_hash=bytes(row[1]).hex(),
             record=record,
-            messages=tuple(_decode_stored(session_id, nid, data) for nid, data in rows),
+            messages=messages,
         )
 
     async def tombstone(self, session_id: str, node_ids: Iterable[str]) -> int:
@@ -753,7 +755,8 @@ class PostgresStore:
             parent = commit.parent_id if commit.parent_id is not None else leaf
             parents = [parent, *ids[:-1]] if ids else []
             new_leaf = commit.leaf_id or (ids[-1] if ids else leaf)
-        record = None if commit.record is None else _as_bytes(pack(encode(commit.record)))
+        packed = encode_record(commit)
+        record = None if packed is None else _as_bytes(packed)
         cur = conn.cursor(binary=True)
         await cur.execute(
             self._sql.write,

@@ -23,8 +23,8 @@ from ..kernel.llm import LlmUsage
 from ..runtime.effects import DurabilityTier
 from ._codec import commit_messages as _commit_messages
 from ._codec import decode_message as _decode_message
+from ._codec import decode_record, decode_usage_rows, encode_record, sum_usage
 from ._codec import decode_row as _decode_row
-from ._codec import decode_usage_rows, sum_usage
 from ._codec import encode_message as _encode_message
 from ._codec import pack as _pack
 from .base import (
@@ -38,7 +38,6 @@ from .base import (
     StoreError,
     StoreSchemaError,
     TurnCommitConflict,
-    TurnRecord,
     UsageRow,
     check_commit,
     check_node_ids,
@@ -169,7 +168,7 @@ class SqliteStore(AsyncClosing):
         check_commit(commit)
         rows = [_pack(_encode_message(m)) for m in _commit_messages(commit)]
         usage = sum_usage(commit)
-        record = None if commit.record is None else _pack(encode(commit.record))
+        record = encode_record(commit)
         return await self._call(lambda: self._commit_sync(commit, rows, usage, record))
 
     async def load_turn(self, session_id: str, turn_id: str) -> CommittedTurn | None:
@@ -371,16 +370,17 @@ class SqliteStore(AsyncClosing):
                 f"session {session_id!r} turn {turn_id!r}: lookup failed: {exc}"
             ) from exc
         node_rows.sort(key=_seq_of)
+        messages = tuple(_decode_message(session_id, nid, data) for _, nid, data in node_rows)
         record = None
         if row[3] is not None:
-            record = _decode_row(session_id, "turn_stamps", turn_id, row[3], TurnRecord)
+            record = decode_record(session_id, turn_id, row[3], messages)
         return CommittedTurn(
             session_id=session_id,
             turn_id=turn_id,
             revision=row[2],
             commit_hash=bytes(row[1]).hex(),
             record=record,
-            messages=tuple(_decode_message(session_id, nid, data) for _, nid, data in node_rows),
+            messages=messages,
         )
 
     def _write(self, session_id: str, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:

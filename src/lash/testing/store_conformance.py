@@ -44,6 +44,7 @@ from ..kernel.messages import (
     Summarized,
     user_message,
 )
+from ..kernel.outcome import AssistantAnswer, Finished
 from ..runtime.effects import DurabilityTier
 from ..store.base import (
     CommitResult,
@@ -54,6 +55,7 @@ from ..store.base import (
     SessionStore,
     StoredSession,
     TurnCommitConflict,
+    TurnRecord,
     TurnStamp,
     UsageRow,
     commit_hash,
@@ -812,6 +814,295 @@ class StoreConformance:
             loaded = await store.load("s")
             assert loaded is not None
             assert (loaded.revision, len(loaded.messages)) == (6, 5)
+
+        self.run(make_store, body)
+
+    # ------------------------------------------------------------ the session graph
+
+    def test_branching_moves_the_active_path_and_keeps_the_old_branch(
+        self, make_store: StoreFactory
+    ) -> None:
+        """A leaf moved back starts a new branch; both branches stay in the graph."""
+
+        async def body(store: SessionStore) -> None:
+            a, b = _texts("a", 3), _texts("b", 2)
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=None, messages=a))
+            # branch back to a-0, then append: b hangs under a-0
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=1, leaf_id="a-0"))
+            moved = await store.load("s")
+            assert moved is not None
+            assert (moved.leaf_id, moved.messages) == ("a-0", a[:1])
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=2, messages=b))
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert loaded.messages == a[:1] + b
+            assert loaded.leaf_id == "b-1"
+            graph = loaded.graph
+            assert [n.id for n in graph] == ["a-0", "a-1", "a-2", "b-0", "b-1"]
+            assert graph.children("a-0") == ("a-1", "b-0")
+            assert graph.branch_points == ("a-0",)
+            assert graph.orphaned_ids() == ("a-1", "a-2")
+            assert graph.path_to("a-2") == a
+            # append under an explicit parent off the active path
+            c = _texts("c", 1)
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=3, messages=c, parent_id="a-2")
+            )
+            again = await store.load("s")
+            assert again is not None
+            assert again.messages == a + c
+            assert again.graph.node("c-0") == GraphNode(message=c[0], parent_id="a-2")
+
+        self.run(make_store, body)
+
+    def test_graph_errors_are_typed_and_write_nothing(self, make_store: StoreFactory) -> None:
+        """Unknown parent or leaf, duplicate ids, bad replacements: ``GraphError``, no change."""
+
+        async def body(store: SessionStore) -> None:
+            a = _texts("a", 2)
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=None, messages=a))
+            before = await store.load("s")
+            bad = [
+                (
+                    "unknown_parent",
+                    RuntimeCommit(
+                        session_id="s", expected_revision=1, messages=_texts("x", 1), parent_id="zz"
+                    ),
+                ),
+                ("unknown_leaf", RuntimeCommit(session_id="s", expected_revision=1, leaf_id="zz")),
+                (
+                    "duplicate_id",
+                    RuntimeCommit(
+                        session_id="s", expected_revision=1, messages=_texts("n", 1) + a[:1]
+                    ),
+                ),
+                (
+                    "duplicate_id",
+                    RuntimeCommit(session_id="s", expected_revision=1, messages=_texts("n", 1) * 2),
+                ),
+                (
+                    "second_root",
+                    RuntimeCommit(
+                        session_id="s",
+                        expected_revision=1,
+                        replace_graph=(GraphNode(message=a[0]), GraphNode(message=a[1])),
+                    ),
+                ),
+                (
+                    "unordered",
+                    RuntimeCommit(
+                        session_id="s",
+                        expected_revision=1,
+                        replace_graph=(
+                            GraphNode(message=a[1], parent_id="a-0"),
+                            GraphNode(message=a[0]),
+                        ),
+                    ),
+                ),
+                (
+                    "unknown_parent",
+                    RuntimeCommit(
+                        session_id="s",
+                        expected_revision=1,
+                        replace_graph=(GraphNode(message=a[0], parent_id="zz"),),
+                    ),
+                ),
+                (
+                    "replace_with_messages",
+                    RuntimeCommit(
+                        session_id="s",
+                        expected_revision=1,
+                        messages=_texts("x", 1),
+                        replace_graph=(GraphNode(message=a[0]),),
+                    ),
+                ),
+                (
+                    "unknown_leaf",
+                    RuntimeCommit(
+                        session_id="s",
+                        expected_revision=1,
+                        replace_graph=(GraphNode(message=a[0]),),
+                        leaf_id="a-1",
+                    ),
+                ),
+            ]
+            for problem, commit in bad:
+                with pytest.raises(GraphError) as info:
+                    await store.commit(commit)
+                assert info.value.problem == problem, commit
+                assert "'s'" in str(info.value)
+                assert await store.load("s") == before
+            # a brand-new session cannot name a parent either
+            with pytest.raises(GraphError) as info:
+                await store.commit(
+                    RuntimeCommit(
+                        session_id="new", expected_revision=None, messages=a, parent_id="a-0"
+                    )
+                )
+            assert info.value.problem == "unknown_parent"
+            assert await store.load("new") is None
+
+        self.run(make_store, body)
+
+    def test_replace_graph_rebuilds_it_for_a_fork(self, make_store: StoreFactory) -> None:
+        """A first commit with ``replace_graph`` creates a session holding exactly those nodes."""
+
+        async def body(store: SessionStore) -> None:
+            a = _texts("a", 3)
+            nodes = (
+                GraphNode(message=a[0]),
+                GraphNode(message=a[1], parent_id="a-0"),
+                GraphNode(message=a[2], parent_id="a-0"),
+            )
+            await store.commit(
+                RuntimeCommit(
+                    session_id="f", expected_revision=None, replace_graph=nodes, leaf_id="a-1"
+                )
+            )
+            loaded = await store.load("f")
+            assert loaded is not None
+            assert loaded.nodes == nodes
+            assert (loaded.leaf_id, loaded.messages) == ("a-1", a[:2])
+            # replacing again drops every old node, tombstoned ones included
+            await store.commit(RuntimeCommit(session_id="f", expected_revision=1, leaf_id="a-2"))
+            assert await store.tombstone("f", ["a-1"]) == 1
+            await store.commit(
+                RuntimeCommit(session_id="f", expected_revision=2, replace_graph=nodes[:1])
+            )
+            again = await store.load("f")
+            assert again is not None
+            assert (again.nodes, again.leaf_id) == (nodes[:1], "a-0")
+            assert await store.vacuum("f") == 0
+            # and the graph grows on from there
+            await store.commit(RuntimeCommit(session_id="f", expected_revision=3, messages=a[1:2]))
+            grown = await store.load("f")
+            assert grown is not None
+            assert grown.messages == a[:2]
+
+        self.run(make_store, body)
+
+    def test_tombstones_hide_subtrees_and_vacuum_deletes_them(
+        self, make_store: StoreFactory
+    ) -> None:
+        """Tombstoning hides a node and its descendants; the active path is protected."""
+
+        async def body(store: SessionStore) -> None:
+            a, b = _texts("a", 3), _texts("b", 2)
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=None, messages=a))
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=1, messages=b, parent_id="a-0")
+            )
+            with pytest.raises(GraphError) as info:
+                await store.tombstone("s", ["a-2", "b-0"])
+            assert (info.value.problem, info.value.node_id) == ("on_active_path", "b-0")
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert len(loaded.nodes) == 5, "a refused tombstone hides nothing"
+            assert await store.tombstone("s", ["a-1", "unknown"]) == 2  # a-1 and a-2
+            assert await store.tombstone("s", ["a-2"]) == 0, "already hidden"
+            hidden = await store.load("s")
+            assert hidden is not None
+            assert [n.id for n in hidden.nodes] == ["a-0", "b-0", "b-1"]
+            assert hidden.messages == a[:1] + b
+            # hidden ids still exist until vacuumed: reusing one is a duplicate
+            with pytest.raises(GraphError):
+                await store.commit(
+                    RuntimeCommit(session_id="s", expected_revision=2, messages=a[1:2])
+                )
+            # a hidden node cannot be branched to or appended under
+            for commit in (
+                RuntimeCommit(session_id="s", expected_revision=2, leaf_id="a-1"),
+                RuntimeCommit(
+                    session_id="s", expected_revision=2, messages=_texts("x", 1), parent_id="a-2"
+                ),
+            ):
+                with pytest.raises(GraphError):
+                    await store.commit(commit)
+            assert await store.vacuum("s") == 2
+            assert await store.vacuum("s") == 0
+            assert await store.vacuum("nobody") == 0
+            assert await store.tombstone("nobody", ["a-0"]) == 0
+            # vacuumed ids may be used again, and appends still chain correctly
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=2, messages=a[1:]))
+            final = await store.load("s")
+            assert final is not None
+            assert final.messages == a[:1] + b + a[1:]
+            with pytest.raises(ValueError, match="node ids"):
+                await store.tombstone("s", "a-0")
+
+        self.run(make_store, body)
+
+    def test_load_turn_returns_the_record_and_the_turns_messages(
+        self, make_store: StoreFactory
+    ) -> None:
+        """``load_turn`` finds a stamped commit by turn id, with its record and messages."""
+
+        async def body(store: SessionStore) -> None:
+            assert await store.load_turn("s", "t1") is None
+            msgs = (
+                user_message("t1.in", "question"),
+                user_message("t1.m1", "answer"),
+            )
+            record = TurnRecord(
+                outcome=Finished(result=AssistantAnswer(text="answer")),
+                usage=LlmUsage(input_tokens=5, output_tokens=2),
+            )
+            commit = stamped(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=None,
+                    messages=(user_message("t0.in", "before"), *msgs),
+                    record=record,
+                ),
+                "t1",
+            )
+            await store.commit(commit)
+            await store.commit(
+                stamped(
+                    RuntimeCommit(
+                        session_id="s",
+                        expected_revision=1,
+                        messages=(user_message("t10.in", "later"),),
+                    ),
+                    "t10",
+                )
+            )
+            landed = await store.load_turn("s", "t1")
+            assert landed is not None
+            assert landed.turn_id == "t1"
+            assert landed.revision == 1
+            assert landed.commit_hash == commit.stamp.commit_hash  # type: ignore[union-attr]
+            assert landed.record == record
+            assert landed.messages == msgs, "only ids under 't1.', in commit order"
+            other = await store.load_turn("s", "t10")
+            assert other is not None
+            assert other.record is None
+            assert await store.load_turn("s", "t2") is None
+            assert await store.load_turn("other", "t1") is None
+            # an answer that is the turn's last assistant message is read back from it
+            answer = Message(
+                id="t2.m1",
+                role=Role.ASSISTANT,
+                parts=(Part(id="t2.m1.p0", kind=PartKind.PROSE, content="the answer"),),
+            )
+            said = TurnRecord(outcome=Finished(result=AssistantAnswer(text="the answer")))
+            await store.commit(
+                stamped(
+                    RuntimeCommit(
+                        session_id="s",
+                        expected_revision=2,
+                        messages=(user_message("t2.in", "q"), answer),
+                        record=said,
+                    ),
+                    "t2",
+                )
+            )
+            second = await store.load_turn("s", "t2")
+            assert second is not None
+            assert second.record == said
+            assert second.messages[-1] == answer
+            with pytest.raises(ValueError, match="turn id"):
+                await store.load_turn("s", "")
 
         self.run(make_store, body)
 
