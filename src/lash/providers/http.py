@@ -13,19 +13,30 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
 
-from ..kernel.llm import LlmCallError, LlmRequest, LlmResponse
+from ..kernel.llm import (
+    LlmCallError,
+    LlmRequest,
+    LlmResponse,
+    ReasoningBlock,
+    TextBlock,
+    ToolCallBlock,
+    ToolResultBlock,
+)
 from .base import ProviderError, RetryStatusEvent, StreamCallback
 from .classify import Classification, FailureKind, classify_failure, make_call_error
 
 __all__ = [
     "ProviderCallError",
     "ProviderHandle",
+    "RateLimit",
     "RetryPolicy",
     "Sleep",
     "Timeouts",
@@ -93,6 +104,95 @@ class Timeouts:
         return min(limits) if limits else None
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Client-side rate limits over a sliding ``window`` of seconds.
+
+    ``requests`` caps the calls started in any window; ``tokens`` caps the tokens
+    they spend (estimated from the request before the call, at about four
+    characters a token, then corrected with the usage the reply reports). A
+    single call larger than the whole token budget still runs, alone.
+    """
+
+    requests: int | None = None
+    tokens: int | None = None
+    window: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name, value in (("requests", self.requests), ("tokens", self.tokens)):
+            if value is not None and value < 1:
+                raise ValueError(f"RateLimit.{name} must be at least 1 (or None), got {value}")
+        if not self.window > 0:
+            raise ValueError(f"RateLimit.window must be positive, got {self.window}")
+
+
+def estimate_tokens(request: LlmRequest) -> int:
+    """A rough, deterministic token estimate of a request: characters / 4, plus the output cap."""
+    chars = 0
+    for message in request.messages:
+        for block in message.blocks:
+            if isinstance(block, TextBlock | ReasoningBlock):
+                chars += len(block.text)
+            elif isinstance(block, ToolCallBlock):
+                chars += len(block.input_json)
+            elif isinstance(block, ToolResultBlock):
+                chars += len(block.content)
+    for spec in request.tools:
+        chars += len(spec.name) + len(spec.description) + len(str(spec.input_schema))
+    cap = request.generation.output_token_cap
+    return chars // 4 + 1 + (cap or 0)
+
+
+class _Windows:
+    """The request and token windows of one handle, plus a shared cool-down after a 429."""
+
+    def __init__(self, limit: RateLimit | None, clock: Callable[[], float], sleep: Sleep) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._sleep = sleep
+        self._calls: deque[float] = deque()
+        self._spent: deque[list[float]] = deque()  # [time, tokens], corrected after the reply
+        self._paused_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def pause(self, seconds: float) -> None:
+        """Hold every caller of this handle for ``seconds`` (the server said to slow down)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def _purge(self, now: float, window: float) -> None:
+        while self._calls and self._calls[0] <= now - window:
+            self._calls.popleft()
+        while self._spent and self._spent[0][0] <= now - window:
+            self._spent.popleft()
+
+    async def acquire(self, tokens: int) -> list[float] | None:
+        """Wait until a call of ``tokens`` fits; returns its ledger entry (to correct later)."""
+        while True:
+            async with self._lock:
+                now = self._clock()
+                wait = self._paused_until - now
+                limit = self.limit
+                if wait <= 0 and limit is not None:
+                    self._purge(now, limit.window)
+                    waits = []
+                    if limit.requests is not None and len(self._calls) >= limit.requests:
+                        waits.append(self._calls[0] + limit.window - now)
+                    if limit.tokens is not None and self._spent:
+                        used = sum(e[1] for e in self._spent)
+                        if used + tokens > limit.tokens:
+                            waits.append(self._spent[0][0] + limit.window - now)
+                    wait = max(waits, default=0.0)
+                if wait <= 0:
+                    if limit is None:
+                        return None
+                    self._calls.append(now)
+                    entry = [now, float(tokens)]
+                    if limit.tokens is not None:
+                        self._spent.append(entry)
+                    return entry
+            await self._sleep(max(wait, 0.001))
+
+
 class ProviderCallError(ProviderError):
     """A :class:`ProviderError` that also carries the HTTP status and ``Retry-After``."""
 
@@ -142,10 +242,12 @@ def transport_error(
 
 
 class ProviderHandle:
-    """A provider with retries, backoff and an optional concurrency limit.
+    """A provider with retries, backoff, and optional concurrency and rate limits.
 
-    ``sleep`` and ``rand`` are injectable so tests neither wait nor depend on
-    randomness. A ``RetryStatusEvent`` reaches ``on_event`` before every wait.
+    ``sleep``, ``rand`` and ``clock`` are injectable so tests neither wait nor
+    depend on randomness. A ``RetryStatusEvent`` reaches ``on_event`` before
+    every retry wait. A rate-limited failure (429) that names a wait pauses
+    every call of this handle for that long, not just the one that failed.
     """
 
     def __init__(
@@ -154,8 +256,10 @@ class ProviderHandle:
         *,
         retry: RetryPolicy | None = None,
         max_concurrency: int | None = None,
+        rate_limit: RateLimit | None = None,
         sleep: Sleep = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         complete = getattr(provider, "complete", None)
         if not callable(complete):
@@ -169,6 +273,12 @@ class ProviderHandle:
         self._limit = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._sleep = sleep
         self._rand = rand
+        self._windows = _Windows(rate_limit, clock, sleep)
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """The client-side rate limits (None: unlimited)."""
+        return self._windows.limit
 
     @property
     def name(self) -> str:
@@ -180,18 +290,30 @@ class ProviderHandle:
     ) -> LlmResponse:
         """Complete ``request``, retrying retryable failures."""
         policy = self.retry
+        windows = self._windows
+        estimate = estimate_tokens(request) if windows.limit is not None else 0
         attempt = 1
         while True:
             try:
+                entry = await windows.acquire(estimate)
                 if self._limit is None:
-                    return await self._complete(request, on_event)
-                async with self._limit:
-                    return await self._complete(request, on_event)
+                    response = await self._complete(request, on_event)
+                else:
+                    async with self._limit:
+                        response = await self._complete(request, on_event)
+                if entry is not None:
+                    usage = response.usage
+                    spent = usage.input_tokens + usage.output_tokens + usage.reasoning_tokens
+                    if spent:
+                        entry[1] = float(spent)
+                return response
             except ProviderError as exc:
                 if not exc.error.retryable or attempt >= policy.max_attempts:
                     raise
                 retry_after = exc.retry_after if isinstance(exc, ProviderCallError) else None
                 wait = policy.delay(attempt - 1, retry_after, self._rand())
+                if retry_after is not None and exc.error.code == FailureKind.RATE_LIMITED.value:
+                    windows.pause(wait)
                 if on_event is not None:
                     await on_event(
                         RetryStatusEvent(
