@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -630,9 +630,16 @@ class Session:
         *,
         cancel: CancelToken | None = None,
         turn_id: str | None = None,
+        if_committed: Literal["return", "replay"] = "return",
     ) -> Turn:
-        """Prepare a turn; run it with ``await turn.run()`` or ``turn.stream()``."""
-        return Turn(self, input, cancel=cancel, turn_id=turn_id)
+        """Prepare a turn; run it with ``await turn.run()`` or ``turn.stream()``.
+
+        When ``turn_id`` names a turn that already committed, ``if_committed``
+        decides: ``"return"`` answers from the store without running anything;
+        ``"replay"`` runs it again (an engine re-creating its journaled steps),
+        and the final commit then matches the stored stamp and writes nothing.
+        """
+        return Turn(self, input, cancel=cancel, turn_id=turn_id, if_committed=if_committed)
 
     async def run(
         self,
@@ -640,9 +647,11 @@ class Session:
         *,
         cancel: CancelToken | None = None,
         turn_id: str | None = None,
+        if_committed: Literal["return", "replay"] = "return",
     ) -> TurnResult:
-        """Run one turn to its committed result."""
-        return await self.turn(input, cancel=cancel, turn_id=turn_id).run()
+        """Run one turn to its committed result (see ``turn`` for ``if_committed``)."""
+        turn = self.turn(input, cancel=cancel, turn_id=turn_id, if_committed=if_committed)
+        return await turn.run()
 
     # ------------------------------------------------------------ running a turn
 
@@ -950,6 +959,7 @@ class Turn:
     """A prepared turn: ``await turn.run()`` or ``async with turn.stream() as s``."""
 
     __slots__ = ("_cancel", "_explicit", "_input", "_session", "_turn_id", "cancellable")
+    # ``_explicit``: a caller-chosen id whose committed result is returned, not re-run.
 
     def __init__(
         self,
@@ -958,11 +968,14 @@ class Turn:
         *,
         cancel: CancelToken | None,
         turn_id: str | None,
+        if_committed: Literal["return", "replay"] = "return",
     ) -> None:
+        if if_committed not in ("return", "replay"):
+            raise ValueError(f"if_committed must be 'return' or 'replay', got {if_committed!r}")
         self._session = session
         self._input = input
         self._cancel = cancel or CancelToken()
-        self._explicit = bool(turn_id)
+        self._explicit = bool(turn_id) and if_committed == "return"
         self._turn_id = turn_id or new_turn_id()
         self.cancellable = False
         """True while the turn loop runs; cancelling outside that window does nothing
@@ -1031,6 +1044,7 @@ class Turn:
                 result.outcome.task,
                 cancel=self._cancel,
                 turn_id=f"{self._turn_id}:agent-frame:{switches}",
+                if_committed="return" if self._explicit else "replay",
             )
             result = await follow._launch(follow._body(None))
         return result
