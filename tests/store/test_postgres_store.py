@@ -146,7 +146,14 @@ def test_tier_repr_and_the_tables(schema: str) -> None:
                 (schema,),
             )
         }
-        assert names == {"meta", "sessions", "messages", "usage", "turn_stamps"}
+        assert names == {
+            "meta",
+            "sessions",
+            "messages",
+            "usage",
+            "turn_stamps",
+            "queued_work_batches",
+        }
         version = conn.execute(sql.SQL("SELECT key, value FROM {}").format(table(schema, "meta")))
         assert version.fetchall() == [("schema_version", str(SCHEMA_VERSION))]
 
@@ -713,6 +720,7 @@ def test_sql_in_identifiers_is_just_data(schema: str) -> None:
         "messages",
         "usage",
         "turn_stamps",
+        "queued_work_batches",
     }
     with raw() as conn:
         count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(schema, "sessions")))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -14,7 +14,10 @@ from ..kernel.outcome import TurnOutcome
 from ..runtime.effects import DurabilityTier
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .graph import SessionGraph
+    from .queue import ClaimBoundary, QueueClaim, QueuedBatch, QueuedBatchDraft
 
 _S = {"frozen": True, "kw_only": True, "omit_defaults": True}
 
@@ -83,11 +86,20 @@ class RuntimeCommit(msgspec.Struct, **_S):
     replace_graph: tuple[GraphNode, ...] | None = None
     record: TurnRecord | None = None
     """The turn's outcome, returned again when the same turn is run once more."""
+    completed_claims: tuple[ClaimCompletion, ...] = ()
+    """Queue claims this turn consumed; their batches are deleted in the same
+    transaction, and a claim someone else took over fails the whole commit."""
 
 
 def commit_hash(commit: RuntimeCommit) -> str:
-    """The hash a stamp carries: the commit without its revision and stamp."""
-    scrubbed = msgspec.structs.replace(commit, expected_revision=None, stamp=None)
+    """The hash a stamp carries: the commit without its revision, stamp and claims.
+
+    Claims are bookkeeping of who delivered the input, not the turn's content: a
+    retry under a fresh claim is still the same turn.
+    """
+    scrubbed = msgspec.structs.replace(
+        commit, expected_revision=None, stamp=None, completed_claims=()
+    )
     return canonical_hash(scrubbed)
 
 
@@ -151,6 +163,9 @@ class HeadRevisionConflict(StoreError):
         self.expected = expected
         self.actual = actual
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.session_id, self.expected, self.actual))
+
 
 class TurnCommitConflict(StoreError):
     """A turn was committed before with different content."""
@@ -161,6 +176,10 @@ class TurnCommitConflict(StoreError):
             f"{stored_hash[:12]}..., not {stamp.commit_hash[:12]}..."
         )
         self.stamp = stamp
+        self.stored_hash = stored_hash
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.stamp, self.stored_hash))
 
 
 class GraphError(StoreError):
@@ -177,6 +196,10 @@ class GraphError(StoreError):
         self.session_id = session_id
         self.node_id = node_id
         self.problem = problem
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.session_id, self.node_id, self.problem, self.detail))
 
 
 class StoreSchemaError(StoreError):
@@ -241,6 +264,8 @@ def check_commit(commit: RuntimeCommit) -> None:
     from .graph import check_commit_graph
 
     check_commit_graph(commit)
+    if commit.completed_claims:
+        check_completions(commit.completed_claims, session_id=session_id)
 
 
 def check_node_ids(node_ids: Iterable[str]) -> list[str]:
@@ -290,5 +315,42 @@ class SessionStore(Protocol):
     async def vacuum(self, session_id: str) -> int:
         """Delete the session's tombstoned nodes for good; returns how many this call removed."""
 
+    async def enqueue(self, draft: QueuedBatchDraft) -> QueuedBatch:
+        """Queue work; the same (session, source key) while queued returns the first batch."""
+
+    async def claim_ready(
+        self,
+        session_id: str,
+        *,
+        owner_id: str,
+        boundary: ClaimBoundary = ...,
+        ttl_ms: int = ...,
+        max_batches: int = ...,
+    ) -> QueueClaim | None:
+        """Claim the next ready group of batches under a lease, or None."""
+
+    async def claim_batches(
+        self, session_id: str, batch_ids: Sequence[str], *, owner_id: str, ttl_ms: int = ...
+    ) -> QueueClaim | None:
+        """Claim exactly ``batch_ids`` if they are the group a claim would take now."""
+
+    async def renew_claim(self, claim: QueueClaim, *, ttl_ms: int = ...) -> QueueClaim:
+        """Extend a claim's lease; ``QueuedWorkClaimExpired`` once it was taken over."""
+
+    async def abandon_claim(self, claim: QueueClaim) -> None:
+        """Release a claim's batches; idempotent."""
+
+    async def cancel_queued(self, session_id: str, batch_id: str) -> QueuedBatch | None:
+        """Delete a batch nobody holds a live claim on."""
+
+    async def list_queued(
+        self, session_id: str, *, pending_only: bool = False
+    ) -> tuple[QueuedBatch, ...]:
+        """The session's batches in queue order."""
+
     async def aclose(self) -> None:
         """Release connections and threads (a no-op for stores that hold none)."""
+
+
+# ``queue`` builds on this module (StoreError); import it last, for the commit's claims.
+from .queue import ClaimCompletion, check_completions  # noqa: E402

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from ..kernel.llm import LlmUsage
 from ..runtime.effects import DurabilityTier
+from ._queue_ops import QueueOps
 from .base import (
     CommitResult,
     CommittedTurn,
@@ -23,6 +25,7 @@ from .base import (
     check_turn_id,
 )
 from .graph import active_path, descendants
+from .queue import MemoryQueue
 
 
 class _Session:
@@ -56,11 +59,15 @@ class _Session:
         return active_path({nid: n.parent_id for nid, n in self.nodes.items()}, self.leaf)
 
 
-class MemoryStore:
+class MemoryStore(QueueOps):
     """Keeps sessions in a dict; commits are atomic because they never await."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, _Session] = {}
+        self._queue = MemoryQueue()
+
+    async def _queue_op(self, name: str, args: tuple[Any, ...], write: bool) -> Any:
+        return getattr(self._queue, name)(*args)
 
     @property
     def tier(self) -> DurabilityTier:
@@ -144,6 +151,8 @@ class MemoryStore:
                 n.id != new_leaf for n in appended
             ):
                 raise GraphError(sid, new_leaf, "unknown_leaf", "the leaf is not in the session")
+        # The last check, and the first write: consume the turn's queue claims.
+        self._queue.complete(commit.completed_claims, session_id=sid)
         if s is None:
             s = self._sessions[sid] = _Session()
         if commit.replace_graph is not None:

@@ -36,6 +36,7 @@ from ..kernel.codec import encode
 from ..kernel.llm import LlmUsage
 from ..kernel.messages import Message
 from ..runtime.effects import DurabilityTier
+from . import queue
 from ._codec import (
     commit_messages,
     decode_message,
@@ -47,6 +48,7 @@ from ._codec import (
     pack,
     sum_usage,
 )
+from ._queue_ops import QueueOps
 from .base import (
     CommitResult,
     CommittedTurn,
@@ -65,6 +67,7 @@ from .base import (
     check_turn_id,
 )
 from .graph import active_path
+from .queue import postgres_complete, postgres_queue_schema
 
 __all__ = ["SCHEMA_VERSION", "PostgresSchemaError", "PostgresStore"]
 
@@ -234,7 +237,7 @@ class _Statements:
         )
 
 
-class PostgresStore:
+class PostgresStore(QueueOps):
     """A durable session store in one PostgreSQL schema, shared by many workers.
 
     ``url`` is a libpq URL or conninfo string (``postgresql://user@host/db``).
@@ -605,6 +608,8 @@ class PostgresStore:
                         await conn.execute(self._sql.create_schema)
                     for ddl in self._sql.ddl:
                         await conn.execute(ddl)
+                    for queue_ddl in postgres_queue_schema(self._schema):
+                        await conn.execute(queue_ddl)
                     await conn.execute(self._sql.write_version, (str(SCHEMA_VERSION),))
                     found = str(SCHEMA_VERSION)
         if found != str(SCHEMA_VERSION):
@@ -687,6 +692,7 @@ class PostgresStore:
             )
             created = await create_cur.fetchone()
             if created is not None:
+                await self._complete_claims(conn, commit)
                 tally.rows += 1
                 await self._write(conn, created[0], None, 0, 1, commit, blobs, usage, tally)
                 return CommitResult(revision=1)
@@ -718,6 +724,7 @@ class PostgresStore:
                 )
             if commit.leaf_id not in (None, leaf) and commit.leaf_id not in ids and not leaf_live:
                 raise GraphError(session_id, commit.leaf_id, "unknown_leaf", "the node is missing")
+        await self._complete_claims(conn, commit)
         # 4. Sum usage onto the stored rows; a corrupt one aborts the commit.
         totals = dict(usage)
         for source, model, data in prior_usage or ():
@@ -727,6 +734,26 @@ class PostgresStore:
         revision = actual + 1
         await self._write(conn, sid, leaf, next_seq, revision, commit, blobs, totals, tally)
         return CommitResult(revision=revision)
+
+    async def _complete_claims(
+        self, conn: psycopg.AsyncConnection[Any], commit: RuntimeCommit
+    ) -> None:
+        """Consume the turn's queue claims, in the commit's transaction (all or nothing)."""
+        if commit.completed_claims:
+            await postgres_complete(
+                conn, self._schema, commit.completed_claims, session_id=commit.session_id
+            )
+
+    async def _queue_op(self, name: str, args: tuple[Any, ...], write: bool) -> Any:
+        fn = getattr(queue, f"postgres_{name}")
+        session_id = args[0].session_id if name in ("enqueue", "renew", "abandon") else args[0]
+        try:
+            async with self._transaction(b"BEGIN" if write else _BEGIN_SNAPSHOT) as conn:
+                return await fn(conn, self._schema, *args)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"session {session_id!r}: queued work {name} failed and was rolled back: {exc}"
+            ) from exc
 
     async def _write(
         self,

@@ -34,9 +34,9 @@ Rules (the same on every backend):
   claimed alone; a ``join`` head takes the following candidates while they are
   ``join`` with the head's delivery and merge key, up to ``max_batches``.
   Ineligible batches (not yet available, or live-claimed) between candidates
-  are skipped, not a barrier: this is the SQLite reference semantics, and all
-  three backends follow it (the reference's in-memory store ended the group at
-  such a batch instead). The claim's fencing token is the head's counter + 1;
+  are skipped, not a barrier: the semantics of Rust lash's SQLite store, which
+  all three backends follow (its in-memory store ended the group at such a
+  batch instead). The claim's fencing token is the head's counter + 1;
   every claimed batch's counter goes up by one; the claim id is
   ``qwc:{head enqueue_seq}:{fencing}``; the lease token is 32 random hex
   digits; the lease expires at ``now + ttl_ms``. Every batch is claimed, or
@@ -47,11 +47,16 @@ Rules (the same on every backend):
   must still hold its ``(claim_id, lease_token)``; otherwise
   ``QueuedWorkClaimExpired`` and nothing is deleted. Then they are deleted.
 
-On PostgreSQL, claims lock their candidates with ``FOR UPDATE SKIP LOCKED``:
-a batch another transaction is claiming right now counts as live-claimed, so
-competing workers never wait for each other and never claim one batch twice.
-``enqueue_seq`` comes from an identity column there, so two enqueues that run
-concurrently may become visible out of ``enqueue_seq`` order.
+On PostgreSQL, a claim locks the rows it takes, and only those, with ``FOR
+UPDATE SKIP LOCKED``: a batch another transaction is claiming right now counts
+as live-claimed, so competing workers never wait for each other and never
+claim one batch twice. The end of a join group is read, not locked, so a batch
+of another kind that a concurrent transaction is claiming still ends the group
+(a smaller claim, never a wrong one). A refused claim (a checkpoint blocked by
+its head, an exact claim that does not match) writes nothing but keeps its
+head locked until the caller's transaction ends. ``enqueue_seq`` comes from an
+identity column there, so enqueues that run concurrently may become visible
+out of ``enqueue_seq`` order.
 """
 
 from __future__ import annotations
@@ -584,7 +589,11 @@ class MemoryQueue:
     ) -> QueueClaim | None:
         """Claim exactly ``batch_ids`` if they are, in order, the group a claim would take now.
 
-        Otherwise (including no ids, or unknown ids) ``None``, and nothing changes.
+        That is ``claim_ready`` with ``max_batches=len(batch_ids)``, kept only
+        when its ids equal ``batch_ids``: the head is never skipped. Otherwise
+        (no ids, unknown ids, another order) ``None``, and nothing is written:
+        Rust lash claims and then abandons instead, which would also bump
+        the head's fencing counter and drop an expired earlier claim.
         """
         sid, owner, ttl, now = _check_claim_args(session_id, owner_id, ttl_ms, now_ms)
         ids = _check_batch_ids(batch_ids)
@@ -1124,11 +1133,26 @@ _PG_STATEMENTS: Final = {
     " slot, merge_key, available_at_ms, enqueued_at_ms, payloads_json)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (session_id, source_key) DO NOTHING RETURNING enqueue_seq",
-    # SKIP LOCKED: a batch another transaction is claiming counts as claimed.
-    "candidates": f"SELECT {_COLUMNS} FROM {{s}}.queued_work_batches"
+    # A claim locks only the rows it takes, head first. SKIP LOCKED: a batch
+    # another transaction is claiming right now counts as live-claimed.
+    "head": f"SELECT {_COLUMNS} FROM {{s}}.queued_work_batches"
     " WHERE session_id = %s AND available_at_ms <= %s"
     " AND (claim_token IS NULL OR claim_expires_at_ms <= %s)"
-    " ORDER BY enqueue_seq LIMIT %s FOR UPDATE SKIP LOCKED",
+    " ORDER BY enqueue_seq LIMIT 1 FOR UPDATE SKIP LOCKED",
+    # The join batches after the head that share its delivery and merge key, up
+    # to the first candidate that does not (the group's end).
+    "followers": f"SELECT {_COLUMNS} FROM {{s}}.queued_work_batches"
+    " WHERE session_id = %(sid)s AND enqueue_seq > %(head)s AND available_at_ms <= %(now)s"
+    " AND (claim_token IS NULL OR claim_expires_at_ms <= %(now)s)"
+    " AND slot = 'join' AND delivery = %(delivery)s"
+    " AND merge_key IS NOT DISTINCT FROM %(merge)s::text"
+    " AND enqueue_seq < coalesce((SELECT min(x.enqueue_seq) FROM {s}.queued_work_batches x"
+    "  WHERE x.session_id = %(sid)s AND x.enqueue_seq > %(head)s"
+    "  AND x.available_at_ms <= %(now)s"
+    "  AND (x.claim_token IS NULL OR x.claim_expires_at_ms <= %(now)s)"
+    "  AND NOT (x.slot = 'join' AND x.delivery = %(delivery)s"
+    "  AND x.merge_key IS NOT DISTINCT FROM %(merge)s::text)), 9223372036854775807)"
+    " ORDER BY enqueue_seq LIMIT %(more)s FOR UPDATE SKIP LOCKED",
     # All rows or none: the count guard makes the statement all-or-nothing.
     "claim": "UPDATE {s}.queued_work_batches SET claim_id = %(claim_id)s,"
     " claim_owner_id = %(owner)s, claim_token = %(token)s, claim_fencing = claim_fencing + 1,"
@@ -1257,7 +1281,28 @@ async def _pg_claim(
 ) -> QueueClaim | None:
     if limit == 0:
         return None
-    rows = await _pg_rows(conn, q["candidates"], (session_id, now, now, limit))
+    rows = await _pg_rows(conn, q["head"], (session_id, now, now))
+    if not rows:
+        return None
+    delivery, slot, merge_key = _row_keys(rows[0])
+    if (
+        boundary is ClaimBoundary.CHECKPOINT
+        and delivery is not QueueDelivery.EARLIEST_SAFE_BOUNDARY
+    ):
+        return None
+    if slot is SlotPolicy.JOIN and limit > 1:
+        rows += await _pg_rows(
+            conn,
+            q["followers"],
+            {
+                "sid": session_id,
+                "head": rows[0][0],
+                "now": now,
+                "delivery": delivery.value,
+                "merge": merge_key,
+                "more": limit - 1,
+            },
+        )
     plan = _plan_claim(rows, session_id, owner, boundary, ttl, limit, now, expect)
     if plan is None:
         return None
@@ -1276,7 +1321,12 @@ async def _pg_claim(
             "n": len(ids),
         },
     )
-    return claim if len(won) == len(ids) else None
+    if len(won) == len(ids):
+        return claim
+    # Cannot happen while the candidates stay locked (a trigger could do it):
+    # release what this claim took rather than leave a half-owned claim behind.
+    await conn.execute(q["abandon"], (session_id, claim.claim_id, claim.lease_token))
+    return None
 
 
 async def postgres_claim_ready(

@@ -21,12 +21,14 @@ from .._sqlite import SqliteThread, connect, enable_wal
 from ..kernel.codec import encode
 from ..kernel.llm import LlmUsage
 from ..runtime.effects import DurabilityTier
+from . import queue
 from ._codec import commit_messages as _commit_messages
 from ._codec import decode_message as _decode_message
 from ._codec import decode_record, decode_usage_rows, encode_record, sum_usage
 from ._codec import decode_row as _decode_row
 from ._codec import encode_message as _encode_message
 from ._codec import pack as _pack
+from ._queue_ops import QueueOps
 from .base import (
     CommitResult,
     CommittedTurn,
@@ -45,6 +47,7 @@ from .base import (
     check_turn_id,
 )
 from .graph import active_path, resolve_parents
+from .queue import SQLITE_QUEUE_SCHEMA, sqlite_complete
 
 T = TypeVar("T")
 
@@ -111,7 +114,7 @@ _SCHEMA = (
 )
 
 
-class SqliteStore(AsyncClosing):
+class SqliteStore(QueueOps, AsyncClosing):
     """A durable session store in ``<path>/lash.sqlite3``.
 
     Several instances (and processes) may share one directory: every
@@ -137,6 +140,7 @@ class SqliteStore(AsyncClosing):
         self._file = root / DB_FILENAME
         self._synchronous = synchronous.upper()
         self._rows_written = 0
+        self._queue_ready = False
         self._thread = SqliteThread(
             self._open, name="lash-sqlite", closed_error=lambda: StoreError(f"{self!r} is closed")
         )
@@ -212,6 +216,35 @@ class SqliteStore(AsyncClosing):
             "closed" if getattr(self, "_thread", None) is None or self._thread.closed else "open"
         )
         return f"SqliteStore({str(self._root)!r}, {state})"
+
+    async def _queue_op(self, name: str, args: tuple[Any, ...], write: bool) -> Any:
+        fn = getattr(queue, f"sqlite_{name}")
+        if not write:
+            return await self._call(lambda: self._queue_read(fn, args))
+        session_id = args[0].session_id if name in ("enqueue", "renew", "abandon") else args[0]
+
+        def apply(conn: sqlite3.Connection) -> Any:
+            self._ensure_queue(conn)
+            return fn(conn, *args)
+
+        result = await self._call(lambda: self._write(session_id, name, apply))
+        self._queue_ready = True  # the tables exist now: that transaction committed
+        return result
+
+    def _queue_read(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        conn = self._connection()
+        if not self._queue_ready and not _has_queue(conn):
+            return ()  # nothing was ever queued in this database
+        return fn(conn, *args)
+
+    def _ensure_queue(self, conn: sqlite3.Connection) -> None:
+        """Create the queue tables on first use (inside the caller's write transaction).
+
+        A database that never queues work does not pay their pages.
+        """
+        if not self._queue_ready:
+            for ddl in SQLITE_QUEUE_SCHEMA:
+                conn.execute(ddl)
 
     # ------------------------------------------------------------------ worker side
 
@@ -538,6 +571,9 @@ class SqliteStore(AsyncClosing):
             sid, revision = head[0], head[1] + 1
             leaf, tail, next_seq = head[2], head[3], head[4]
         leaf, tail, next_seq = _write_graph(conn, sid, commit, rows, leaf, tail, next_seq)
+        if commit.completed_claims:
+            self._ensure_queue(conn)
+            sqlite_complete(conn, commit.completed_claims, session_id=session_id)
         conn.execute(
             "UPDATE sessions SET revision = ?, turn_index = ?, iteration = ?, frame_id = ?,"
             " leaf = ?, tail = ?, next_seq = ? WHERE sid = ?",
@@ -573,6 +609,13 @@ class SqliteStore(AsyncClosing):
                 (sid, stamp.turn_id, bytes.fromhex(stamp.commit_hash), revision, record),
             )
         return CommitResult(revision=revision)
+
+
+def _has_queue(conn: sqlite3.Connection) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'queued_work_batches'"
+    ).fetchone()
+    return found is not None
 
 
 def _seq_of(row: tuple[Any, ...]) -> int:

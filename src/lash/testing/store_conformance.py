@@ -46,6 +46,7 @@ from ..kernel.messages import (
 )
 from ..kernel.outcome import AssistantAnswer, Finished
 from ..runtime.effects import DurabilityTier
+from ..runtime.queue import Delivery
 from ..store.base import (
     CommitResult,
     GraphError,
@@ -59,6 +60,12 @@ from ..store.base import (
     TurnStamp,
     UsageRow,
     commit_hash,
+)
+from ..store.queue import (
+    ClaimBoundary,
+    QueuedBatchDraft,
+    QueuedTurnInput,
+    QueuedWorkClaimExpired,
 )
 
 StoreFactory = Callable[[], SessionStore]
@@ -1103,6 +1110,122 @@ class StoreConformance:
             assert second.messages[-1] == answer
             with pytest.raises(ValueError, match="turn id"):
                 await store.load_turn("s", "")
+
+        self.run(make_store, body)
+
+    # ------------------------------------------------------------ queued work
+
+    def test_queued_work_is_consumed_by_the_turn_commit(self, make_store: StoreFactory) -> None:
+        """Enqueue (deduped), claim, and complete inside the stamped turn commit."""
+
+        async def body(store: SessionStore) -> None:
+            draft = QueuedBatchDraft(
+                session_id="s", payloads=(QueuedTurnInput(text="later"),), source_key="k1"
+            )
+            batch = await store.enqueue(draft)
+            again = await store.enqueue(
+                QueuedBatchDraft(
+                    session_id="s", payloads=(QueuedTurnInput(text="other"),), source_key="k1"
+                )
+            )
+            assert again == batch, "the same source key returns the queued batch"
+            assert await store.list_queued("s") == (batch,)
+            claim = await store.claim_ready("s", owner_id="worker-1")
+            assert claim is not None
+            assert claim.batch_ids == (batch.batch_id,)
+            assert await store.list_queued("s", pending_only=True) == ()
+            assert await store.claim_ready("s", owner_id="worker-2") is None
+            commit = stamped(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=None,
+                    messages=_texts("q", 1),
+                    completed_claims=(claim.completion(),),
+                ),
+                "t1",
+            )
+            assert (await store.commit(commit)).revision == 1
+            assert await store.list_queued("s") == ()
+            # a retry of the landed turn is answered from its stamp, claims and all
+            retried = await store.commit(commit)
+            assert (retried.revision, retried.replayed) == (1, True)
+            # the source key is free again once its batch is gone
+            fresh = await store.enqueue(draft)
+            assert fresh.batch_id != batch.batch_id
+
+        self.run(make_store, body)
+
+    def test_a_stale_claim_fails_the_whole_commit(self, make_store: StoreFactory) -> None:
+        """A claim taken over by another worker: ``QueuedWorkClaimExpired``, nothing written."""
+
+        async def body(store: SessionStore) -> None:
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=None))
+            batch = await store.enqueue(
+                QueuedBatchDraft(session_id="s", payloads=(QueuedTurnInput(text="x"),))
+            )
+            old = await store.claim_ready("s", owner_id="slow", ttl_ms=1)
+            assert old is not None
+            await asyncio.sleep(0.01)  # the lease lapses; another worker takes over
+            new = await store.claim_ready("s", owner_id="fast")
+            assert new is not None
+            assert new.fencing_token > old.fencing_token
+            with pytest.raises(QueuedWorkClaimExpired):
+                await store.renew_claim(old)
+            before = await store.load("s")
+            with pytest.raises(QueuedWorkClaimExpired):
+                await store.commit(
+                    stamped(
+                        RuntimeCommit(
+                            session_id="s",
+                            expected_revision=1,
+                            messages=_texts("late", 1),
+                            completed_claims=(old.completion(),),
+                        ),
+                        "t-late",
+                    )
+                )
+            assert await store.load("s") == before
+            assert await store.load_turn("s", "t-late") is None
+            assert [b.batch_id for b in await store.list_queued("s")] == [batch.batch_id]
+            await store.abandon_claim(new)
+            await store.abandon_claim(new)  # idempotent
+            cancelled = await store.cancel_queued("s", batch.batch_id)
+            assert cancelled is not None
+            assert cancelled.batch_id == batch.batch_id
+            assert await store.list_queued("s") == ()
+
+        self.run(make_store, body)
+
+    def test_queue_boundaries_and_exact_claims(self, make_store: StoreFactory) -> None:
+        """A checkpoint never takes an after-turn head; exact claims cannot skip the head."""
+
+        async def body(store: SessionStore) -> None:
+            after = await store.enqueue(
+                QueuedBatchDraft(
+                    session_id="s",
+                    payloads=(QueuedTurnInput(text="next turn"),),
+                    delivery=Delivery.AFTER_CURRENT_TURN,
+                )
+            )
+            early = await store.enqueue(
+                QueuedBatchDraft(session_id="s", payloads=(QueuedTurnInput(text="now"),))
+            )
+            assert (
+                await store.claim_ready("s", owner_id="t", boundary=ClaimBoundary.CHECKPOINT)
+                is None
+            )
+            assert await store.claim_batches("s", [early.batch_id], owner_id="t") is None
+            claim = await store.claim_batches("s", [after.batch_id], owner_id="t")
+            assert claim is not None
+            renewed = await store.renew_claim(claim, ttl_ms=60_000)
+            assert (renewed.claim_id, renewed.lease_token) == (claim.claim_id, claim.lease_token)
+            at_checkpoint = await store.claim_ready(
+                "s", owner_id="t", boundary=ClaimBoundary.CHECKPOINT
+            )
+            assert at_checkpoint is not None
+            assert at_checkpoint.batch_ids == (early.batch_id,)
+            with pytest.raises(ValueError, match="payload"):
+                await store.enqueue(QueuedBatchDraft(session_id="s", payloads=()))
 
         self.run(make_store, body)
 
