@@ -565,7 +565,7 @@ def test_final_answer_is_appended_with_reasoning_first_then_prose_with_meta() ->
         id="m0",
         role=Role.ASSISTANT,
         parts=(
-            Part(id="m0.p0", kind=PartKind.REASONING, content="thinking", reasoning=replay),
+            Part(id="m0.p0", kind=PartKind.REASONING, content="  thinking  ", reasoning=replay),
             Part(id="m0.p1", kind=PartKind.PROSE, content="Hello", response_meta=meta1),
             Part(id="m0.p2", kind=PartKind.PROSE, content="\n\nWorld", response_meta=meta2),
         ),
@@ -660,7 +660,7 @@ def test_blank_reasoning_without_replay_is_skipped_but_kept_with_replay() -> Non
         Part(
             id="m0.p0",
             kind=PartKind.REASONING,
-            content="",
+            content=" ",
             reasoning=ReasoningReplay(redacted=True),
         ),
         Part(id="m0.p1", kind=PartKind.PROSE, content="ok"),

@@ -15,7 +15,9 @@ for). Wire rules it takes care of:
 * **Reasoning replay.** Thinking comes back as :class:`ReasoningOutput` with its
   ``signature`` (``redacted_thinking`` keeps its ``data`` in
   ``encrypted_content`` with ``redacted=True``) and is replayed verbatim.
-  Reasoning without a signature (from another vendor) is not sent.
+  Only Anthropic's own reasoning is sent back: unsigned reasoning and other
+  vendors' replay data (Gemini's ``gemini:``-tagged thought signatures, OpenAI's
+  ``rs_`` encrypted reasoning) are dropped.
 * **max_tokens** is required by the API. The request's ``output_token_cap``
   wins, then the provider's ``max_tokens`` option, then a per-model default:
 
@@ -298,14 +300,26 @@ def _tool_input(input_json: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _is_anthropic_replay(replay: ReasoningReplay) -> bool:
+    """True when ``replay`` came from this API, so Anthropic can verify it.
+
+    This provider's replays carry a thinking ``signature`` or ``redacted`` data
+    and never an ``item_id`` or summaries. Other vendors mark theirs: Gemini
+    tags its thought signatures ``item_id="gemini:<responseId>"``, OpenAI
+    Responses keeps its reasoning item id (``rs_...``), encrypted content and
+    summaries. A foreign signature would be rejected, so it is never sent.
+    """
+    return replay.item_id is None and not replay.summary
+
+
 def _reasoning_block(block: ReasoningBlock) -> dict[str, Any] | None:
     replay = block.replay
-    if replay is None:
+    if replay is None or not _is_anthropic_replay(replay):
         return None
     if replay.redacted:
         data = replay.encrypted_content or replay.signature
         return {"type": "redacted_thinking", "data": data} if data else None
-    if replay.signature:
+    if replay.signature and replay.encrypted_content is None:
         return {"type": "thinking", "thinking": block.text, "signature": replay.signature}
     return None
 

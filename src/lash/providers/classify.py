@@ -51,7 +51,8 @@ class Classification:
     terminal_reason: TerminalReason = TerminalReason.PROVIDER_ERROR
 
 
-_RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# 529 is Anthropic's "overloaded" status: a busy server, worth another try.
+_RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 _AUTH_STATUS = frozenset({401, 403})
 _VALIDATION_STATUS = frozenset({400, 413, 422})
 
@@ -60,6 +61,7 @@ _CONTEXT_OVERFLOW = (
     "maximum context length",
     "context length",
     "context window",
+    "exceeds the maximum number of tokens",  # Gemini: "input token count ... exceeds ..."
     "prompt is too long",
     "too many tokens",
     "request too large",

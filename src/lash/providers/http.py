@@ -155,9 +155,20 @@ class _Windows:
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
 
-    def pause(self, seconds: float) -> None:
-        """Hold every caller of this handle for ``seconds`` (the server said to slow down)."""
-        self._paused_until = max(self._paused_until, self._clock() + seconds)
+    def pause(self, seconds: float) -> float:
+        """Hold every caller of this handle for ``seconds`` (the server said to slow down).
+
+        Returns the deadline; the caller that paused waits it out itself and
+        then calls ``resume`` with it.
+        """
+        deadline = self._clock() + seconds
+        self._paused_until = max(self._paused_until, deadline)
+        return deadline
+
+    def resume(self, deadline: float) -> None:
+        """Lift a pause whose wait its owner has slept through (unless a later one replaced it)."""
+        if self._paused_until == deadline:
+            self._paused_until = 0.0
 
     def _purge(self, now: float, window: float) -> None:
         while self._calls and self._calls[0] <= now - window:
@@ -275,6 +286,12 @@ class ProviderHandle:
         self._rand = rand
         self._windows = _Windows(rate_limit, clock, sleep)
 
+    async def aclose(self) -> None:
+        """Close the wrapped provider (its HTTP client) when it can be closed."""
+        aclose = getattr(self.provider, "aclose", None)
+        if callable(aclose):
+            await aclose()
+
     @property
     def rate_limit(self) -> RateLimit | None:
         """The client-side rate limits (None: unlimited)."""
@@ -312,8 +329,9 @@ class ProviderHandle:
                     raise
                 retry_after = exc.retry_after if isinstance(exc, ProviderCallError) else None
                 wait = policy.delay(attempt - 1, retry_after, self._rand())
+                paused = None
                 if retry_after is not None and exc.error.code == FailureKind.RATE_LIMITED.value:
-                    windows.pause(wait)
+                    paused = windows.pause(wait)
                 if on_event is not None:
                     await on_event(
                         RetryStatusEvent(
@@ -324,6 +342,8 @@ class ProviderHandle:
                         )
                     )
                 await self._sleep(wait)
+                if paused is not None:
+                    windows.resume(paused)
                 attempt += 1
 
 

@@ -184,9 +184,12 @@ class StandardDriver:
                 if not text_streamed:
                     actions.append(EmitEvent(event=TextDelta(content=piece)))
             elif isinstance(part, ReasoningOutput):
-                body = part.text.strip()
-                if not body and (part.replay is None or part.replay.is_empty):
+                # Signed reasoning goes back to its vendor byte for byte (Anthropic
+                # rejects thinking whose text changed); unsigned text is tidied.
+                signed = part.replay is not None and not part.replay.is_empty
+                if not part.text.strip() and not signed:
                     continue
+                body = part.text if signed else part.text.strip()
                 reasoning.append((len(calls), body, part.replay))
             else:
                 calls.append(part)
