@@ -545,3 +545,47 @@ def test_part_ids_that_break_the_convention_are_kept(tmp_path: Path) -> None:
             return loaded.messages
 
     assert run(body()) == (odd,)
+
+
+@pytest.mark.parametrize(
+    ("sql", "row", "reason"),
+    [
+        ("UPDATE sessions SET leaf = 'nope'", "s", "leaf 'nope' is no node"),
+        # m-1 now names a parent that does not exist: the active path breaks there
+        ("UPDATE messages SET parent = 'ghost' WHERE node_id = 'm-1'", "ghost", "missing parent"),
+    ],
+)
+def test_a_broken_graph_is_a_typed_error(tmp_path: Path, sql: str, row: str, reason: str) -> None:
+    _seed(tmp_path)
+    conn = raw(tmp_path)
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+
+    async def body() -> None:
+        async with SqliteStore(tmp_path) as store:
+            with pytest.raises(StoreCorruptError) as info:
+                await store.load("s")
+            assert info.value.row == row
+            assert reason in info.value.reason
+
+    run(body())
+
+
+def test_a_version_1_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """Files from before the session graph (schema 1) are refused, not rewritten."""
+    _seed(tmp_path)
+    conn = raw(tmp_path)
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    before = (tmp_path / "lash.sqlite3").read_bytes()
+
+    async def body() -> None:
+        with pytest.raises(StoreSchemaError) as info:
+            async with SqliteStore(tmp_path) as store:
+                await store.load("s")
+        assert (info.value.found, info.value.expected) == ("1", 2)
+
+    run(body())
+    assert (tmp_path / "lash.sqlite3").read_bytes() == before
