@@ -23,6 +23,7 @@ from typing import Any
 from .anthropic import ANTHROPIC_BASE_URL, AnthropicProvider
 from .gemini import GEMINI_BASE_URL, GeminiProvider
 from .http import ProviderHandle, RateLimit, RetryPolicy
+from .models import ModelCapabilities, model_capabilities
 from .openai_chat import OPENAI_BASE_URL, OpenAIChatProvider
 from .openai_responses import OpenAIResponsesProvider
 
@@ -81,6 +82,13 @@ class ProviderSelection:
 
     provider: ProviderHandle
     model: str
+    kind: str = ""
+    """The provider kind (``openai``, ``anthropic``...)."""
+
+    @property
+    def capabilities(self) -> ModelCapabilities:
+        """The selected model's context window, output cap, reasoning variants and cache dialect."""
+        return model_capabilities(self.kind, self.model)
 
 
 def parse_provider_string(spec: str) -> tuple[str, str]:
@@ -123,4 +131,4 @@ def provider_from_string(
     handle = ProviderHandle(
         inner, retry=retry, max_concurrency=max_concurrency, rate_limit=rate_limit
     )
-    return ProviderSelection(provider=handle, model=model)
+    return ProviderSelection(provider=handle, model=model, kind=kind_name)
