@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "UnsupportedQueuedWork": "lash.runtime.queue",
     "AgentFrame": "lash.core",
     "AgentFrameSwitch": "lash.kernel.outcome",
     "Availability": "lash.kernel.tools.definition",
@@ -46,6 +47,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "UnsupportedQueuedWork",
     "AgentFrame",
     "AgentFrameSwitch",
     "Availability",

@@ -50,7 +50,16 @@ from .runtime.plugins import (
     TurnStartedEvent,
     directives,
 )
-from .runtime.queue import Delivery, QueuedInput, WorkQueue
+from .runtime.queue import (
+    Delivery,
+    TurnClaims,
+    abandon_quietly,
+    claim_idle,
+    claim_text,
+    has_queue,
+    turn_input_draft,
+    worker_id,
+)
 from .runtime.tools import Tool, ToolRegistry
 from .runtime.trace import JsonlTraceSink, Tracer, TraceSink
 from .runtime.turn import TurnRunner
@@ -67,6 +76,7 @@ from .store.base import (
 )
 from .store.graph import SessionGraph
 from .store.memory import MemoryStore
+from .store.queue import QueueClaim, QueuedBatch
 
 _STREAM_BUFFER = 64
 
@@ -466,7 +476,8 @@ class Session:
         self._usage: dict[tuple[str, str], LlmUsage] = {(r.source, r.model): r.usage for r in usage}
         self._busy = False
         self._closed = False
-        self._queue = WorkQueue()
+        self._queue_owner = f"{worker_id()}:{session_id}"
+        """Who claims this session's queue at idle: this process's worker, this session."""
         self._attachments = SessionAttachments(
             core.attachments, core.attachment_manifest, session_id
         )
@@ -663,7 +674,9 @@ class Session:
         turn_id: str,
         sink: Any,
         guard: Turn | None = None,
+        queue_claim: QueueClaim | None = None,
     ) -> TurnResult:
+        """Run one turn and commit it; its commit consumes ``queue_claim`` (from ``drain``)."""
         core = self.core
         problem = _input_problem(input)
         if problem is not None:
@@ -700,6 +713,9 @@ class Session:
             iteration_offset=self._iteration,
             message_ids=lambda n: f"{turn_id}.m{n}",
         )
+        claims = (
+            TurnClaims(core.store, self.id, owner_id=turn_id) if has_queue(core.store) else None
+        )
         runner = TurnRunner(
             machine=machine,
             session_id=self.id,
@@ -712,54 +728,72 @@ class Session:
             sink=sink,
             tracer=Tracer(core.trace, self.id, turn_id) if core.trace is not None else None,
             plugins=core.plugins,
-            queue=self._queue,
+            queue=claims,
             spawn=self._spawn_child,
             frames=core.frame_ids,
         )
         if guard is not None:
             guard.cancellable = True
+        landed = False
         try:
-            done = await runner.run()
-        finally:
-            if guard is not None:
-                guard.cancellable = False
-        committed = tuple(m for m in done.added if not m.is_transient)
-        rows = [UsageRow(source="turn", model=core.model, usage=done.usage)]
-        rows.extend(
-            UsageRow(source=source, model=model, usage=u)
-            for (source, model), u in sorted(runner.direct_usage.items())
-        )
-        usage_rows = tuple(r for r in rows if r.usage != LlmUsage())
-        next_frame = frame_id
-        if isinstance(done.outcome, AgentFrameSwitch):
-            next_frame = done.outcome.frame_id
-        commit = RuntimeCommit(
-            session_id=self.id,
-            expected_revision=self._revision,
-            messages=committed,
-            turn_index=turn_index,
-            iteration=done.iteration + 1,
-            usage=usage_rows,
-            frame_id=next_frame,
-            record=TurnRecord(outcome=done.outcome, usage=done.usage),
-        )
-        refs = [p.attachment for m in committed for p in m.parts if p.attachment is not None]
-        if refs:
-            # Before the turn commit: a crash between the two leaves bytes the sweep
-            # may delete later, never a committed reference without its bytes.
-            await self._attachments.commit(refs)
-        stamp = TurnStamp(session_id=self.id, turn_id=turn_id, commit_hash=commit_hash(commit))
-        commit = msgspec.structs.replace(commit, stamp=stamp)
-        landing = asyncio.ensure_future(core.store.commit(commit))
-        try:
-            result = await asyncio.shield(landing)
-        except asyncio.CancelledError:
-            # The caller was cancelled while the commit was in flight: finish the
-            # bookkeeping so this session stays in step with the store, then give up.
-            result = await landing
-            self._record(committed, turn_index, commit.iteration, usage_rows, result.revision)
-            self._frame_id = next_frame
+            try:
+                done = await runner.run()
+            finally:
+                if guard is not None:
+                    guard.cancellable = False
+            if claims is not None:
+                await claims.release()  # taken at a checkpoint whose outcome the machine never saw
+            completed = claims.completions() if claims is not None else ()
+            if queue_claim is not None:
+                completed = (queue_claim.completion(), *completed)
+            committed = tuple(m for m in done.added if not m.is_transient)
+            rows = [UsageRow(source="turn", model=core.model, usage=done.usage)]
+            rows.extend(
+                UsageRow(source=source, model=model, usage=u)
+                for (source, model), u in sorted(runner.direct_usage.items())
+            )
+            usage_rows = tuple(r for r in rows if r.usage != LlmUsage())
+            next_frame = frame_id
+            if isinstance(done.outcome, AgentFrameSwitch):
+                next_frame = done.outcome.frame_id
+            commit = RuntimeCommit(
+                session_id=self.id,
+                expected_revision=self._revision,
+                messages=committed,
+                turn_index=turn_index,
+                iteration=done.iteration + 1,
+                usage=usage_rows,
+                frame_id=next_frame,
+                record=TurnRecord(outcome=done.outcome, usage=done.usage),
+                completed_claims=completed,
+            )
+            refs = [p.attachment for m in committed for p in m.parts if p.attachment is not None]
+            if refs:
+                # Before the turn commit: a crash between the two leaves bytes the sweep
+                # may delete later, never a committed reference without its bytes.
+                await self._attachments.commit(refs)
+            stamp = TurnStamp(session_id=self.id, turn_id=turn_id, commit_hash=commit_hash(commit))
+            commit = msgspec.structs.replace(commit, stamp=stamp)
+            landing = asyncio.ensure_future(core.store.commit(commit))
+            try:
+                result = await asyncio.shield(landing)
+            except asyncio.CancelledError:
+                # The caller was cancelled while the commit was in flight: finish the
+                # bookkeeping so this session stays in step with the store, then give up.
+                result = await landing
+                landed = True
+                self._record(committed, turn_index, commit.iteration, usage_rows, result.revision)
+                self._frame_id = next_frame
+                raise
+        except BaseException:
+            # Nothing landed: give the queued input this turn took back to the queue.
+            if claims is not None and not landed:
+                await claims.release(confirmed=True)
             raise
+        if result.replayed and claims is not None:
+            # The store already held this turn's commit, so these claims were not
+            # consumed: give the input back for a turn that will really land.
+            await claims.release(confirmed=True)
         self._record(committed, turn_index, commit.iteration, usage_rows, result.revision)
         self._frame_id = next_frame
         outcome = done.outcome
@@ -889,29 +923,83 @@ class Session:
             turn_id, StopReason.INVALID_INPUT, message, "input_validation", "invalid_turn_input"
         )
 
-    def enqueue(
+    async def enqueue(
         self,
         text: str,
         *,
         delivery: Delivery = Delivery.AFTER_CURRENT_TURN,
         source_key: str | None = None,
-    ) -> QueuedInput:
-        """Queue input (see ``lash.runtime.queue``); the same ``source_key`` is queued once."""
+    ) -> QueuedBatch:
+        """Queue input durably in the session's store (see ``lash.runtime.queue``).
+
+        ``earliest_safe_boundary`` input joins a running turn at its next
+        checkpoint (on any worker sharing the store); ``after_current_turn``
+        input waits for ``drain``. While a batch with the same ``source_key`` is
+        still queued, that batch is returned and nothing new is queued.
+        """
         if self._closed:
             raise LashError(f"session {self.id!r} is closed")
-        return self._queue.enqueue(text, delivery, source_key)
+        store = self._queue_store()
+        return await store.enqueue(turn_input_draft(self.id, text, delivery, source_key))
 
-    @property
-    def pending(self) -> tuple[QueuedInput, ...]:
-        """Queued input not yet taken by a turn or checkpoint."""
-        return self._queue.pending
+    async def pending(self) -> tuple[QueuedBatch, ...]:
+        """Queued input no claim holds right now (not taken by a running turn), oldest first."""
+        return await self._queue_store().list_queued(self.id, pending_only=True)
 
     async def drain(self) -> list[TurnResult]:
-        """Run the queued input, one turn per item, oldest first; returns their results."""
-        results = []
-        while (item := self._queue.take_next_turn()) is not None:
-            results.append(await self.run(item.text))
-        return results
+        """Run the queued input as turns, oldest first; returns their results.
+
+        Each round claims the next group at the idle boundary (owner: this
+        process's worker id and the session) and runs ONE turn whose input is
+        the group's texts joined with a blank line; the turn's commit consumes
+        the claim, so the batches vanish exactly when the turn lands. A turn
+        that raises gives its claim back and the error propagates; a turn that
+        ends without committing (a plugin abort, say) gives it back and ends
+        the drain, its result last. The drain also stops when another worker
+        holds an earlier batch of this session (it is running the queue), and
+        ``UnsupportedQueuedWork`` (the claim given back) when a batch is not
+        text input. Another worker's plain ``run`` is not fenced off: if both
+        commit, one fails with ``HeadRevisionConflict`` and its batches return
+        to the queue.
+        """
+        store = self._queue_store()
+        results: list[TurnResult] = []
+        while True:
+            self._claim()  # busy while claiming, so no turn starts on stale state
+            claim = None
+            try:
+                claim = await claim_idle(store, self.id, self._queue_owner)
+                if claim is None:
+                    return results
+                text = claim_text(claim)
+                await self._refresh()  # another worker may have committed since
+            except BaseException:
+                if claim is not None:
+                    await abandon_quietly(store, claim)
+                raise
+            finally:
+                self._busy = False
+            before = self._turn_index
+            try:
+                turn = Turn(self, text, cancel=None, turn_id=None, queue_claim=claim)
+                result = await turn.run()
+            except BaseException:
+                await abandon_quietly(store, claim)
+                raise
+            results.append(result)
+            if self._turn_index == before:  # ended before committing: the claim was not used
+                await abandon_quietly(store, claim)
+                return results
+
+    def _queue_store(self) -> SessionStore:
+        """The core's store, which must offer the durable queue."""
+        store = self.core.store
+        if not has_queue(store):
+            raise ConfigError(
+                f"store {type(store).__name__} has no durable queue "
+                "(enqueue, claim_ready, abandon_claim, list_queued); queued input needs one"
+            )
+        return store
 
     async def action(self, name: str, args: dict[str, Any] | None = None) -> Any:
         """Call a plugin action by name; an unknown name is a ``PluginError``."""
@@ -958,7 +1046,15 @@ def new_turn_id() -> str:
 class Turn:
     """A prepared turn: ``await turn.run()`` or ``async with turn.stream() as s``."""
 
-    __slots__ = ("_cancel", "_explicit", "_input", "_session", "_turn_id", "cancellable")
+    __slots__ = (
+        "_cancel",
+        "_explicit",
+        "_input",
+        "_queue_claim",
+        "_session",
+        "_turn_id",
+        "cancellable",
+    )
     # ``_explicit``: a caller-chosen id whose committed result is returned, not re-run.
 
     def __init__(
@@ -969,6 +1065,7 @@ class Turn:
         cancel: CancelToken | None,
         turn_id: str | None,
         if_committed: Literal["return", "replay"] = "return",
+        queue_claim: QueueClaim | None = None,
     ) -> None:
         if if_committed not in ("return", "replay"):
             raise ValueError(f"if_committed must be 'return' or 'replay', got {if_committed!r}")
@@ -977,6 +1074,7 @@ class Turn:
         self._cancel = cancel or CancelToken()
         self._explicit = bool(turn_id) and if_committed == "return"
         self._turn_id = turn_id or new_turn_id()
+        self._queue_claim = queue_claim  # a drained claim: its commit consumes it
         self.cancellable = False
         """True while the turn loop runs; cancelling outside that window does nothing
         to the task (before it, the loop sees the token; after it, the commit is kept)."""
@@ -1012,7 +1110,12 @@ class Turn:
                 if landed is not None:
                     return landed
             return await self._session._execute(
-                self._input, cancel=self._cancel, turn_id=self._turn_id, sink=sink, guard=self
+                self._input,
+                cancel=self._cancel,
+                turn_id=self._turn_id,
+                sink=sink,
+                guard=self,
+                queue_claim=self._queue_claim,
             )
         finally:
             # Released here, not only in the done-callback (which runs a loop step

@@ -1,4 +1,4 @@
-"""Queued work: early injection at checkpoints, full turns after, dedupe, draining."""
+"""Queued work through the facade: early injection at checkpoints, full turns after, dedupe."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ from lash import Delivery, LashCore, tool
 from lash.kernel.llm import LlmRequest, TextBlock, ToolResultBlock
 from lash.kernel.outcome import Finished
 from lash.runtime.activity import QueuedInputAccepted
+from lash.store.queue import QueuedBatch, QueuedTurnInput
 from lash.testing import Reply, ScriptedProvider, ToolCall
+
+
+def queued_text(batch: QueuedBatch) -> str:
+    """A facade batch's text (it holds one text input)."""
+    (item,) = batch.items
+    assert isinstance(item.payload, QueuedTurnInput)
+    return item.payload.text
 
 
 def last_user_texts(request: LlmRequest) -> list[str]:
@@ -48,7 +56,7 @@ def test_earliest_input_joins_the_running_turn_at_its_next_checkpoint() -> None:
         async with core.session("s") as session:
             turn = asyncio.ensure_future(session.run("check A"))
             await asyncio.sleep(0.01)  # the tool is running
-            item = session.enqueue("also check B", delivery=Delivery.EARLIEST_SAFE_BOUNDARY)
+            item = await session.enqueue("also check B", delivery=Delivery.EARLIEST_SAFE_BOUNDARY)
             gate.set()
             result = await turn
             return result, item
@@ -57,7 +65,7 @@ def test_earliest_input_joins_the_running_turn_at_its_next_checkpoint() -> None:
     assert result.text == "checked A and B"
     accepted = [a for a in result.activities if isinstance(a, QueuedInputAccepted)]
     assert [(a.checkpoint, a.input_ids, a.texts) for a in accepted] == [
-        ("after_work", (item.id,), ("also check B",))
+        ("after_work", (item.batch_id,), ("also check B",))
     ]
     # The model saw it in the same turn; it is transient, so it was not committed.
     assert "also check B" in last_user_texts(provider.requests[-1])
@@ -70,14 +78,17 @@ def test_after_turn_input_waits_and_head_of_line_blocks_early_items() -> None:
 
     async def main() -> tuple[list[str], list[Any]]:
         async with core.session("s") as session:
-            first = session.enqueue("second question")  # after the current turn (default)
-            session.enqueue("third question", delivery=Delivery.EARLIEST_SAFE_BOUNDARY)
+            first = await session.enqueue("second question")  # after the current turn (default)
+            await session.enqueue("third question", delivery=Delivery.EARLIEST_SAFE_BOUNDARY)
             answer = await session.run("first question")
             # Neither joined the first turn: the head of the queue is an after-turn item.
-            assert [q.text for q in session.pending] == ["second question", "third question"]
+            assert [queued_text(b) for b in await session.pending()] == [
+                "second question",
+                "third question",
+            ]
             assert first.delivery is Delivery.AFTER_CURRENT_TURN
             drained = await session.drain()
-            return [answer.text, *(r.text for r in drained)], list(session.pending)
+            return [answer.text, *(r.text for r in drained)], list(await session.pending())
 
     texts, pending = asyncio.run(main())
     # Draining runs "second question" as a turn; the early item, now at the head,
@@ -96,9 +107,10 @@ def test_source_key_makes_enqueue_idempotent() -> None:
 
     async def main() -> list[str]:
         async with core.session("s") as session:
-            a = session.enqueue("ping", source_key="webhook:42")
-            b = session.enqueue("ping again", source_key="webhook:42")
-            assert a is b
+            a = await session.enqueue("ping", source_key="webhook:42")
+            b = await session.enqueue("ping again", source_key="webhook:42")
+            assert a == b  # the first payload wins while the batch is queued
+            assert queued_text(b) == "ping"
             results = await session.drain()
             return [r.text for r in results]
 
@@ -121,8 +133,8 @@ def test_bad_enqueue_arguments_change_nothing(
     async def main() -> None:
         async with core.session("s") as session:
             with pytest.raises(error):
-                session.enqueue(text, **kwargs)
-            assert session.pending == ()
+                await session.enqueue(text, **kwargs)
+            assert await session.pending() == ()
 
     asyncio.run(main())
 
@@ -132,8 +144,8 @@ def test_a_finished_turn_result_is_reported_for_each_drained_item() -> None:
 
     async def main() -> list[Any]:
         async with core.session("s") as session:
-            session.enqueue("1")
-            session.enqueue("2")
+            await session.enqueue("1")
+            await session.enqueue("2")
             return await session.drain()
 
     results = asyncio.run(main())

@@ -136,7 +136,7 @@ from .plugins import (
     ToolHookContext,
     directives,
 )
-from .queue import WorkQueue, as_injected
+from .queue import TurnClaims, as_injected
 from .tools import Tool, ToolContext, ToolRegistry, default_projection, prepare_failure
 from .trace import (
     LlmCallCompleted,
@@ -193,7 +193,7 @@ class TurnRunner:
         projector: Projector | None = None,
         tracer: Tracer | None = None,
         plugins: PluginHost | None = None,
-        queue: WorkQueue | None = None,
+        queue: TurnClaims | None = None,
         spawn: Callable[[str, str, str], Awaitable[Any]] | None = None,
         frames: frozenset[str] = frozenset(),
     ) -> None:
@@ -447,6 +447,11 @@ class TurnRunner:
         )
         if outcome is not None:
             self._respond(outcome)  # type: ignore[arg-type]
+            if self._queue is not None:
+                # Queue claims taken for this checkpoint now ride on the turn's
+                # commit; ones whose outcome never reached the machine are given
+                # back when the turn ends.
+                self._queue.confirm()
 
     async def _sync_surface(self, effect: SyncExecutionSurface) -> None:
         key = turn_effect_key(
@@ -672,21 +677,6 @@ class TurnRunner:
     async def _execute_checkpoint(self, command: CheckpointCommand) -> CheckpointDelivered:
         messages = list(self._pending_injections)
         self._pending_injections.clear()
-        transient: list[InjectedMessage] = []
-        if self._queue is not None and len(self._queue):
-            claimed = self._queue.take_for_checkpoint()
-            if claimed:
-                transient.extend(as_injected(item) for item in claimed)
-                aid = self._next_id()
-                await self._emit(
-                    QueuedInputAccepted(
-                        id=aid,
-                        correlation_id=aid,
-                        checkpoint=command.kind.value,
-                        input_ids=tuple(item.id for item in claimed),
-                        texts=tuple(item.text for item in claimed),
-                    )
-                )
         if self.plugins is not None and self.plugins.parts.checkpoint_hooks:
             ctx = CheckpointContext(
                 session_id=self.session_id,
@@ -706,6 +696,22 @@ class TurnRunner:
                         raise PluginAbortError(pid, d.code, d.message)
                     if isinstance(d, EnqueueMessages):
                         messages.extend(d.messages)
+        # The durable queue last, so a hook that aborts the turn claims nothing.
+        transient: list[InjectedMessage] = []
+        claim = await self._queue.take() if self._queue is not None else None
+        if claim is not None:
+            injected = [as_injected(batch) for batch in claim.batches]
+            transient.extend(injected)
+            aid = self._next_id()
+            await self._emit(
+                QueuedInputAccepted(
+                    id=aid,
+                    correlation_id=aid,
+                    checkpoint=command.kind.value,
+                    input_ids=claim.batch_ids,
+                    texts=tuple(m.content for m in injected),
+                )
+            )
         return CheckpointDelivered(
             id=command.effect_id, messages=tuple(messages), transient_messages=tuple(transient)
         )
