@@ -297,6 +297,7 @@ class LashCore(AsyncClosing):
         max_frame_switches: int = 8,
         attachment_manifest: AttachmentManifest | None = None,
     ) -> None:
+        self._owns_provider = isinstance(provider, str)
         if isinstance(provider, str):
             from .providers.select import provider_from_string
 
@@ -413,7 +414,11 @@ class LashCore(AsyncClosing):
         return setup._config
 
     async def aclose(self) -> None:
-        """Close the stores this core opened from URLs or defaults."""
+        """Close what this core opened: stores from URLs or defaults, providers from strings."""
+        if self._owns_provider:
+            close = getattr(self.provider, "aclose", None)
+            if callable(close):
+                await close()
         if self._owns_store:
             await self.store.aclose()
         if self._owns_attachments:

@@ -309,12 +309,13 @@ def test_lash_core_runs_a_turn_on_each_kind(kind: Kind, monkeypatch: pytest.Monk
             monkeypatch.setenv(kind.base_env, root(server.base_url) + kind.base_suffix)
             core = LashCore(provider=f"{kind.kind}:{kind.model}", store="memory://")
             inner: Any = core.provider.provider  # type: ignore[attr-defined]
+            client = inner._http()
             try:
                 async with core.session("s-1") as session:
                     result = await session.run("hi")
             finally:
-                await inner.aclose()
                 await core.aclose()
+            assert client.is_closed, "the core closes a provider it built from a string"
             return result.text, server.received, core.model, type(inner).__name__
 
     result_text, received, model, cls = run(main(), timeout=20)
