@@ -64,13 +64,11 @@ from typing import Any, Literal
 
 import httpx
 
-from .._closing import AsyncClosing
 from ..kernel.attachments import AttachmentRef
 from ..kernel.llm import (
     ImageBlock,
     JsonObjectOutput,
     JsonSchemaOutput,
-    LlmCallError,
     LlmOutputPart,
     LlmRequest,
     LlmResponse,
@@ -87,17 +85,19 @@ from ..kernel.llm import (
     ToolChoice,
     ToolResultBlock,
 )
-from .base import ReasoningDeltaEvent, StreamCallback, TextDeltaEvent, UsageEvent
-from .classify import Classification, FailureKind, classify_failure, make_call_error
-from .http import (
-    ProviderCallError,
-    Timeouts,
-    open_response,
-    parse_retry_after,
-    read_body,
-    read_chunks,
+from ._http_provider import (
+    IMAGE_MIMES,
+    AttachmentResolver,
+    ErrorBody,
+    HttpProvider,
+    attached_image,
+    image_mime,
+    token_count,
+    validation_error,
 )
-from .openai_chat import AttachmentResolver
+from .base import ReasoningDeltaEvent, StreamCallback, TextDeltaEvent, UsageEvent
+from .classify import Classification, FailureKind, classify_failure
+from .http import ProviderCallError, Timeouts
 from .sse import SseDecoder, SseError, SseEvent
 
 __all__ = [
@@ -121,13 +121,6 @@ INTERLEAVED_THINKING_BETA = "interleaved-thinking-2025-05-14"
 
 CacheRetention = Literal["none", "short", "long"]
 
-_IMAGE_MIMES = {
-    "image/jpeg": "image/jpeg",
-    "image/jpg": "image/jpeg",
-    "image/png": "image/png",
-    "image/gif": "image/gif",
-    "image/webp": "image/webp",
-}
 _STOP_REASONS = {
     "end_turn": TerminalReason.STOP,
     "stop_sequence": TerminalReason.STOP,
@@ -153,10 +146,6 @@ _BUDGETS = {
     "max": 32000,
 }
 _MIN_BUDGET = 1024
-
-
-def _validation_error(message: str, code: str = "validation") -> ProviderCallError:
-    return ProviderCallError(LlmCallError(message=message, retryable=False, code=code))
 
 
 # ---------------------------------------------------------------- model traits
@@ -233,14 +222,14 @@ def _thinking(
         return None, None
     variant = variant.strip().lower()
     if variant not in _VARIANTS:
-        raise _validation_error(
+        raise validation_error(
             f"unknown model variant {request.model_variant!r} for {model!r} "
             f"(expected one of: {', '.join(_VARIANTS)})"
         )
     if variant == "none" or request.tool_choice is ToolChoice.REQUIRED:
         return None, None
     if traits.thinking == "none":
-        raise _validation_error(
+        raise validation_error(
             f"model {model!r} has no extended thinking, so variant {variant!r} cannot "
             "be honoured (use variant 'none' or no variant)"
         )
@@ -248,7 +237,7 @@ def _thinking(
         return {"type": "adaptive", "display": display}, _effort(variant, traits)
     budget = min(_BUDGETS[variant], max_tokens - 1)
     if budget < _MIN_BUDGET:
-        raise _validation_error(
+        raise validation_error(
             f"max_tokens {max_tokens} leaves no room for thinking on {model!r}: the "
             f"budget must be at least {_MIN_BUDGET} and below max_tokens"
         )
@@ -275,13 +264,7 @@ def sanitize_tool_id(call_id: str) -> str:
 
 
 def _image(ref: AttachmentRef, data: bytes) -> dict[str, Any]:
-    mime = _IMAGE_MIMES.get(ref.mime.lower())
-    if mime is None:
-        raise _validation_error(
-            f"unsupported image format {ref.mime!r} for attachment {ref.id} "
-            "(Anthropic accepts jpeg, png, gif, webp)",
-            code="unsupported_image_format",
-        )
+    mime = image_mime(ref, IMAGE_MIMES, "Anthropic")
     return {
         "type": "image",
         "source": {
@@ -382,16 +365,7 @@ def _convert(
             elif isinstance(block, ImageBlock):
                 if role != "user":
                     continue
-                try:
-                    ref = request.attachments[block.attachment_idx]
-                except IndexError:
-                    raise _validation_error(
-                        f"image block points at attachment {block.attachment_idx}, "
-                        f"but the request has {len(request.attachments)}"
-                    ) from None
-                if ref.id not in images:
-                    raise _validation_error(f"attachment {ref.id} could not be resolved")
-                image = _image(ref, images[ref.id])
+                image = _image(*attached_image(request, block, images))
                 if last_result is not None:
                     nested = last_result.setdefault("content", [])
                     if isinstance(nested, str):
@@ -491,7 +465,7 @@ def build_messages_body(
     system, wire = _convert(request, images, marked)
     messages = _merge(wire)
     if not messages:
-        raise _validation_error(
+        raise validation_error(
             "the request has no user or assistant content to send (Anthropic needs at "
             "least one message besides the system prompt)"
         )
@@ -541,33 +515,18 @@ def build_messages_body(
 # ---------------------------------------------------------------- response parsing
 
 
-def _count(value: Any) -> int:
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return max(value, 0)
-    if isinstance(value, float) and value == value:
-        return max(int(value), 0)
-    if isinstance(value, str):
-        try:
-            return max(int(value.strip()), 0)
-        except ValueError:
-            return 0
-    return 0
-
-
 def usage_from_anthropic(raw: Any) -> LlmUsage:
     """Normalize an Anthropic ``usage`` object to lash's convention (module docstring)."""
     if not isinstance(raw, dict):
         return LlmUsage()
-    read = _count(raw.get("cache_read_input_tokens"))
-    write = _count(raw.get("cache_creation_input_tokens"))
-    output = _count(raw.get("output_tokens"))
+    read = token_count(raw.get("cache_read_input_tokens"))
+    write = token_count(raw.get("cache_creation_input_tokens"))
+    output = token_count(raw.get("output_tokens"))
     details = raw.get("output_tokens_details")
-    thinking = _count(details.get("thinking_tokens")) if isinstance(details, dict) else 0
+    thinking = token_count(details.get("thinking_tokens")) if isinstance(details, dict) else 0
     thinking = min(thinking, output)
     return LlmUsage(
-        input_tokens=_count(raw.get("input_tokens")) + read + write,
+        input_tokens=token_count(raw.get("input_tokens")) + read + write,
         output_tokens=output - thinking,
         cached_input_tokens=read,
         reasoning_tokens=thinking,
@@ -754,7 +713,7 @@ def _normalize_base_url(base_url: str) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-class AnthropicProvider(AsyncClosing):
+class AnthropicProvider(HttpProvider):
     """Anthropic Messages over httpx, streaming when a callback is given.
 
     ``base_url`` is the API root (``/v1`` is appended; a trailing ``/v1`` is
@@ -769,6 +728,8 @@ class AnthropicProvider(AsyncClosing):
     ``async with``). Wrap it in :class:`~lash.providers.http.ProviderHandle` for
     retries.
     """
+
+    _truncation_detail = " (no message_stop or stop_reason)"
 
     def __init__(
         self,
@@ -787,77 +748,32 @@ class AnthropicProvider(AsyncClosing):
         betas: tuple[str, ...] | list[str] = (),
         extra_headers: dict[str, str] | None = None,
     ) -> None:
-        if not api_key:
-            raise ValueError("api_key must not be empty")
+        super().__init__(
+            api_key=api_key,
+            base_url=_normalize_base_url(base_url),
+            model_prefix=model_prefix,
+            http_client=http_client,
+            attachments=attachments,
+            timeouts=timeouts,
+            name=name,
+            stream=stream,
+            extra_headers=extra_headers,
+        )
         if max_tokens is not None and max_tokens <= 0:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
         if cache not in ("none", "short", "long"):
             raise ValueError(f"cache must be 'none', 'short' or 'long', got {cache!r}")
-        self._api_key = api_key
-        self.base_url = _normalize_base_url(base_url)
-        self.model_prefix = model_prefix
-        self._client = http_client
-        self._owns_client = http_client is None
-        self._resolve = attachments
-        self.timeouts = timeouts or Timeouts()
-        self._name = name
-        self._stream = stream
         self.max_tokens = max_tokens
         self.cache: CacheRetention = cache
         self.expose_thinking = expose_thinking
         self.betas = tuple(betas)
-        self._extra_headers = dict(extra_headers or {})
-
-    def __repr__(self) -> str:
-        return f"AnthropicProvider(name={self._name!r}, base_url={self.base_url!r})"
-
-    @property
-    def name(self) -> str:
-        """The provider kind (``anthropic``)."""
-        return self._name
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this provider created it."""
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            t = self.timeouts
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(t.request, connect=t.connect, read=t.chunk)
-            )
-        return self._client
-
-    def wire_model(self, model: str) -> str:
-        """The model name sent on the wire."""
-        if self.model_prefix and model.startswith(self.model_prefix):
-            return model[len(self.model_prefix) :]
-        return model
 
     async def build_body(self, request: LlmRequest, *, stream: bool) -> dict[str, Any]:
         """Resolve attachments and build the JSON body (exposed for tests and tracing)."""
-        used = {
-            block.attachment_idx
-            for message in request.messages
-            if message.role is LlmRole.USER
-            for block in message.blocks
-            if isinstance(block, ImageBlock)
-        }
-        refs = [request.attachments[i] for i in sorted(used) if 0 <= i < len(request.attachments)]
-        images: dict[str, bytes] = {}
-        if refs:
-            if self._resolve is None:
-                raise _validation_error(
-                    "the request has image attachments but the provider has no attachment "
-                    "resolver (pass attachments=...)"
-                )
-            images = await self._resolve(refs)
         return build_messages_body(
             request,
             model=self.wire_model(request.model),
-            images=images,
+            images=await self._images(request),
             stream=stream,
             max_tokens=self.max_tokens,
             cache=self.cache,
@@ -891,105 +807,40 @@ class AnthropicProvider(AsyncClosing):
         self, request: LlmRequest, on_event: StreamCallback | None = None
     ) -> LlmResponse:
         """Run one Messages call (no retries; see ``ProviderHandle``)."""
-        stream = self._stream if self._stream is not None else on_event is not None
+        stream = self._streams(on_event)
         body = await self.build_body(request, stream=stream)
-        client = self._http()
-        http_request = client.build_request(
-            "POST",
+        return await self._exchange(
             f"{self.base_url}/v1/messages",
             headers=self.headers(body, stream=stream),
-            content=json.dumps(body).encode(),
+            body=body,
+            stream=stream,
+            on_event=on_event,
+            label=f"{self._name} messages",
         )
-        label = f"{self._name} messages"
-        secrets = (self._api_key,)
-        async with open_response(
-            client,
-            http_request,
-            start_timeout=self.timeouts.response_start(stream),
-            label=label,
-            secrets=secrets,
-        ) as response:
-            if response.status_code >= 400:
-                raw = await read_body(
-                    response,
-                    timeout=self.timeouts.request,
-                    chunk_timeout=self.timeouts.chunk,
-                    label=label,
-                    secrets=secrets,
-                )
-                raise self._http_error(response, raw)
-            content_type = response.headers.get("content-type", "").lower()
-            if "text/event-stream" in content_type:
-                return await self._read_stream(response, on_event, label)
-            raw = await read_body(
-                response,
-                timeout=self.timeouts.request,
-                chunk_timeout=self.timeouts.chunk,
-                label=label,
-                secrets=secrets,
-            )
-        return await self._parse_buffered(raw, on_event, label)
 
     # ------------------------------------------------------------ internals
 
-    def _error(
-        self, message: str, verdict: Classification, raw: str | None = None, **kw: Any
-    ) -> ProviderCallError:
-        error = make_call_error(message, verdict, raw=raw, secrets=(self._api_key,))
-        return ProviderCallError(error, **kw)
-
     def _http_error(self, response: httpx.Response, raw: bytes) -> ProviderCallError:
+        body = ErrorBody.read(response, raw)
         status = response.status_code
-        text = raw.decode("utf-8", errors="replace")
         vendor_type: str | None = None
+        if isinstance(body.error, dict) and isinstance(body.error.get("type"), str):
+            vendor_type = body.error["type"]
         request_id: str | None = None
-        message = text.strip()[:500] or response.reason_phrase
-        try:
-            payload = json.loads(text)
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict):
-            err = payload.get("error", payload)
-            if isinstance(err, dict):
-                if isinstance(err.get("type"), str):
-                    vendor_type = err["type"]
-                if isinstance(err.get("message"), str):
-                    message = err["message"]
-            elif isinstance(err, str):
-                message = err
-            if isinstance(payload.get("request_id"), str):
-                request_id = payload["request_id"]
+        if isinstance(body.payload, dict) and isinstance(body.payload.get("request_id"), str):
+            request_id = body.payload["request_id"]
         request_id = request_id or response.headers.get("request-id")
-        verdict = classify_failure(status=status, code=vendor_type, message=message, raw=text)
+        verdict = classify_failure(
+            status=status, code=vendor_type, message=body.message, raw=body.text
+        )
         if (
             not verdict.retryable
             and status >= 500
             and (status == 529 or vendor_type in _RETRYABLE_ERROR_TYPES)
         ):
             verdict = Classification(FailureKind.SERVER_ERROR, True, verdict.terminal_reason)
-        tag = f" {vendor_type}" if vendor_type else ""
         where = f" (request {request_id})" if request_id else ""
-        summary = f"{self._name}: HTTP {status}{tag}: {message}{where}"
-        return self._error(
-            summary,
-            verdict,
-            raw=text[:4000],
-            status=status,
-            retry_after=parse_retry_after(response.headers),
-        )
-
-    def _malformed(self, label: str, detail: str) -> ProviderCallError:
-        return self._error(
-            f"{label}: malformed response: {detail}",
-            Classification(FailureKind.MALFORMED, True),
-        )
-
-    def _truncated(self, label: str) -> ProviderCallError:
-        return self._error(
-            f"{label}: the stream ended before the response was complete "
-            "(no message_stop or stop_reason)",
-            Classification(FailureKind.TRANSPORT, True),
-        )
+        return self._status_error(response, body, verdict, vendor_type, where=where)
 
     def _stream_error(self, error: Any, label: str) -> ProviderCallError:
         if isinstance(error, dict):
@@ -1008,13 +859,8 @@ class AnthropicProvider(AsyncClosing):
     ) -> LlmResponse:
         stripped = raw.lstrip()
         if stripped.startswith((b"event:", b"data:")) or b"\ndata:" in raw:
-            decoder = SseDecoder()
             assembly = _Assembly()
-            try:
-                events = [*decoder.feed(raw), *decoder.close()]
-            except SseError as exc:
-                raise self._malformed(label, str(exc)) from None
-            for event in events:
+            for event in self._sse_events(raw, label):
                 await self._apply_event(assembly, event, on_event, label)
             if not assembly.done and assembly.stop_reason is None:
                 raise self._truncated(label)
@@ -1045,11 +891,8 @@ class AnthropicProvider(AsyncClosing):
     ) -> LlmResponse:
         decoder = SseDecoder()
         assembly = _Assembly()
-        secrets = (self._api_key,)
         try:
-            async for chunk in read_chunks(
-                response, chunk_timeout=self.timeouts.chunk, label=label, secrets=secrets
-            ):
+            async for chunk in self._read_chunks(response, label):
                 for event in decoder.feed(chunk):
                     await self._apply_event(assembly, event, on_event, label)
                 if assembly.done:
@@ -1083,12 +926,7 @@ class AnthropicProvider(AsyncClosing):
         data = event.data.strip()
         if not data or data == "[DONE]":
             return
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            raise self._malformed(label, f"invalid JSON in stream event: {data[:200]!r}") from None
-        if not isinstance(payload, dict):
-            raise self._malformed(label, f"stream event is not an object: {data[:200]!r}")
+        payload = self._event_object(data, label)
         kind = payload.get("type")
         if not isinstance(kind, str):
             kind = event.event

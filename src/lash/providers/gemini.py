@@ -47,20 +47,18 @@ import json
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
 
-from .._closing import AsyncClosing
 from ..kernel.attachments import AttachmentRef
 from ..kernel.llm import (
     ImageBlock,
     JsonObjectOutput,
     JsonSchemaOutput,
-    LlmCallError,
     LlmOutputPart,
     LlmRequest,
     LlmResponse,
@@ -78,16 +76,19 @@ from ..kernel.llm import (
     ToolChoice,
     ToolResultBlock,
 )
-from .base import ReasoningDeltaEvent, StreamCallback, StreamEvent, TextDeltaEvent, UsageEvent
-from .classify import Classification, FailureKind, classify_failure, make_call_error
-from .http import (
-    ProviderCallError,
-    Timeouts,
-    open_response,
-    parse_retry_after,
-    read_body,
-    read_chunks,
+from ._http_provider import (
+    AttachmentResolver,
+    ErrorBody,
+    HttpProvider,
+    attached_image,
+    image_mime,
+    merge_usage,
+    token_count,
+    validation_error,
 )
+from .base import ReasoningDeltaEvent, StreamCallback, StreamEvent, TextDeltaEvent, UsageEvent
+from .classify import Classification, FailureKind, classify_failure
+from .http import ProviderCallError, Timeouts
 from .sse import SseDecoder
 
 __all__ = [
@@ -111,7 +112,6 @@ GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 SKIP_SIGNATURE_SENTINEL = "skip_thought_signature_validator"
 """Google's documented placeholder for a function call that has no thought signature."""
 
-AttachmentResolver = Callable[[Sequence[AttachmentRef]], Awaitable[dict[str, bytes]]]
 SchemaDialect = Literal["json_schema", "openapi"]
 
 _REPLAY_TAG = "gemini"
@@ -179,10 +179,6 @@ def _uses_thinking_levels(model: str) -> bool:
     """True for gemini-3 and later (thinking levels and mandatory call signatures)."""
     match = _MAJOR.search(model)
     return match is not None and int(match.group(1)) >= 3
-
-
-def _validation_error(message: str, code: str = "validation") -> ProviderCallError:
-    return ProviderCallError(LlmCallError(message=message, retryable=False, code=code))
 
 
 # ---------------------------------------------------------------- JSON Schema
@@ -405,13 +401,7 @@ def _call_args(input_json: str) -> dict[str, Any]:
 
 
 def _image_part(ref: AttachmentRef, data: bytes) -> dict[str, Any]:
-    mime = _IMAGE_MIMES.get(ref.mime.lower())
-    if mime is None:
-        raise _validation_error(
-            f"unsupported image format {ref.mime!r} for attachment {ref.id} "
-            "(Gemini accepts jpeg, png, webp, heic, heif)",
-            code="unsupported_image_format",
-        )
+    mime = image_mime(ref, _IMAGE_MIMES, "Gemini")
     return {"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode("ascii")}}
 
 
@@ -423,7 +413,7 @@ def _thinking_config(
         key = variant.strip().lower()
         if _uses_thinking_levels(model):
             if key not in _THINKING_LEVELS:
-                raise _validation_error(
+                raise validation_error(
                     f"unknown model variant {variant!r} for {model} "
                     f"(known: {', '.join(_THINKING_LEVELS)})",
                     code="unsupported_variant",
@@ -436,7 +426,7 @@ def _thinking_config(
         elif key in _THINKING_BUDGETS:
             config["thinkingBudget"] = _THINKING_BUDGETS[key]
         else:
-            raise _validation_error(
+            raise validation_error(
                 f"unknown model variant {variant!r} for {model} "
                 f"(known: {', '.join(_THINKING_BUDGETS)} or a token budget)",
                 code="unsupported_variant",
@@ -489,18 +479,8 @@ def build_gemini_body(
                 if block.text:
                     parts.append({"text": block.text})
             elif isinstance(block, ImageBlock):
-                if role != "user":
-                    continue
-                try:
-                    ref = request.attachments[block.attachment_idx]
-                except IndexError:
-                    raise _validation_error(
-                        f"image block points at attachment {block.attachment_idx}, "
-                        f"but the request has {len(request.attachments)}"
-                    ) from None
-                if ref.id not in images:
-                    raise _validation_error(f"attachment {ref.id} could not be resolved")
-                parts.append(_image_part(ref, images[ref.id]))
+                if role == "user":
+                    parts.append(_image_part(*attached_image(request, block, images)))
             elif isinstance(block, ReasoningBlock):
                 if role == "model" and (part := _reasoning_part(block)) is not None:
                     parts.append(part)
@@ -585,43 +565,19 @@ def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any
 # ---------------------------------------------------------------- response parsing
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return max(value, 0)
-    if isinstance(value, float) and value == value:
-        return max(int(value), 0)
-    if isinstance(value, str):
-        try:
-            return max(int(value.strip()), 0)
-        except ValueError:
-            return 0
-    return 0
-
-
 def usage_from_gemini(raw: Any) -> LlmUsage:
     """Normalize a Gemini ``usageMetadata`` object to lash's convention."""
     if not isinstance(raw, dict):
         return LlmUsage()
-    prompt = _int(raw.get("promptTokenCount")) + _int(raw.get("toolUsePromptTokenCount"))
-    cached = _int(raw.get("cachedContentTokenCount"))
+    prompt = token_count(raw.get("promptTokenCount")) + token_count(
+        raw.get("toolUsePromptTokenCount")
+    )
+    cached = token_count(raw.get("cachedContentTokenCount"))
     return LlmUsage(
         input_tokens=prompt,
-        output_tokens=_int(raw.get("candidatesTokenCount")),
+        output_tokens=token_count(raw.get("candidatesTokenCount")),
         cached_input_tokens=min(cached, prompt) if prompt else cached,
-        reasoning_tokens=_int(raw.get("thoughtsTokenCount")),
-    )
-
-
-def _merge_usage(old: LlmUsage | None, new: LlmUsage) -> LlmUsage:
-    if old is None:
-        return new
-    return LlmUsage(
-        input_tokens=new.input_tokens or old.input_tokens,
-        output_tokens=new.output_tokens or old.output_tokens,
-        cached_input_tokens=new.cached_input_tokens or old.cached_input_tokens,
-        reasoning_tokens=new.reasoning_tokens or old.reasoning_tokens,
+        reasoning_tokens=token_count(raw.get("thoughtsTokenCount")),
     )
 
 
@@ -702,7 +658,7 @@ class _Assembly:
                 self.finish_message = message if isinstance(message, str) else None
         if isinstance(payload.get("usageMetadata"), dict):
             self.raw_usage = payload["usageMetadata"]
-            merged = _merge_usage(self.usage, usage_from_gemini(payload["usageMetadata"]))
+            merged = merge_usage(self.usage, usage_from_gemini(payload["usageMetadata"]))
             if merged != (self.usage or LlmUsage()):
                 events.append(UsageEvent(usage=merged))
             self.usage = merged
@@ -1160,7 +1116,7 @@ def _classify(
     return classify_failure(status=status, code=status_text, message=message, raw=raw, **kw)
 
 
-class GeminiProvider(AsyncClosing):
+class GeminiProvider(HttpProvider):
     """Gemini ``generateContent`` over httpx, streaming when a callback is given.
 
     ``model_prefix`` is stripped from ``request.model`` (``"gemini:gemini-2.5-flash"``),
@@ -1193,23 +1149,23 @@ class GeminiProvider(AsyncClosing):
         generation_config: Mapping[str, Any] | None = None,
         extra_headers: Mapping[str, str] | None = None,
     ) -> None:
-        if not api_key:
-            raise ValueError("api_key must not be empty")
+        super().__init__(
+            api_key=api_key,
+            base_url=base_url,
+            model_prefix=model_prefix,
+            http_client=http_client,
+            attachments=attachments,
+            timeouts=timeouts,
+            name=name,
+            stream=stream,
+            extra_headers=extra_headers,
+        )
         if schema_dialect not in ("json_schema", "openapi"):
             raise ValueError(
                 f"schema_dialect must be 'json_schema' or 'openapi', got {schema_dialect!r}"
             )
         if max_output_tokens is not None and max_output_tokens <= 0:
             raise ValueError(f"max_output_tokens must be positive, got {max_output_tokens}")
-        self._api_key = api_key
-        self.base_url = base_url.rstrip("/")
-        self.model_prefix = model_prefix
-        self._client = http_client
-        self._owns_client = http_client is None
-        self._resolve = attachments
-        self.timeouts = timeouts or Timeouts()
-        self._name = name
-        self._stream = stream
         self.sse = sse
         self.include_thoughts = include_thoughts
         self.temperature = temperature
@@ -1217,35 +1173,10 @@ class GeminiProvider(AsyncClosing):
         self.schema_dialect: SchemaDialect = schema_dialect
         self.safety_settings = [dict(s) for s in safety_settings or ()]
         self.generation_config = dict(generation_config or {})
-        self._extra_headers = dict(extra_headers or {})
-
-    def __repr__(self) -> str:
-        return f"GeminiProvider(name={self._name!r}, base_url={self.base_url!r})"
-
-    @property
-    def name(self) -> str:
-        """The provider kind (``gemini``)."""
-        return self._name
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this provider created it."""
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            t = self.timeouts
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(t.request, connect=t.connect, read=t.chunk)
-            )
-        return self._client
 
     def wire_model(self, model: str) -> str:
         """The model name used in the URL (prefix and ``models/`` removed)."""
-        if self.model_prefix and model.startswith(self.model_prefix):
-            model = model[len(self.model_prefix) :]
-        return model.removeprefix("models/")
+        return super().wire_model(model).removeprefix("models/")
 
     def endpoint(self, model: str, *, stream: bool) -> str:
         """The URL for ``model`` (a tuned model keeps its ``tunedModels/`` path)."""
@@ -1258,26 +1189,10 @@ class GeminiProvider(AsyncClosing):
 
     async def build_body(self, request: LlmRequest) -> dict[str, Any]:
         """Resolve attachments and build the JSON body (exposed for tests and tracing)."""
-        used = {
-            block.attachment_idx
-            for message in request.messages
-            if message.role is LlmRole.USER
-            for block in message.blocks
-            if isinstance(block, ImageBlock)
-        }
-        refs = [request.attachments[i] for i in sorted(used) if 0 <= i < len(request.attachments)]
-        images: dict[str, bytes] = {}
-        if refs:
-            if self._resolve is None:
-                raise _validation_error(
-                    "the request has image attachments but the provider has no attachment "
-                    "resolver (pass attachments=...)"
-                )
-            images = await self._resolve(refs)
         return build_gemini_body(
             request,
             model=self.wire_model(request.model),
-            images=images,
+            images=await self._images(request),
             include_thoughts=self.include_thoughts,
             temperature=self.temperature,
             max_output_tokens=self.max_output_tokens,
@@ -1290,52 +1205,21 @@ class GeminiProvider(AsyncClosing):
         self, request: LlmRequest, on_event: StreamCallback | None = None
     ) -> LlmResponse:
         """Run one ``generateContent`` call (no retries; see ``ProviderHandle``)."""
-        stream = self._stream if self._stream is not None else on_event is not None
+        stream = self._streams(on_event)
         body = await self.build_body(request)
-        headers = {
-            "x-goog-api-key": self._api_key,
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if stream and self.sse else "application/json",
-            **self._extra_headers,
-        }
-        client = self._http()
-        http_request = client.build_request(
-            "POST",
-            self.endpoint(request.model, stream=stream),
-            headers=headers,
-            content=json.dumps(body).encode(),
+        headers = self._json_headers(
+            {"x-goog-api-key": self._api_key}, event_stream=stream and self.sse
         )
         label = f"{self._name} generateContent"
-        secrets = (self._api_key,)
-        async with open_response(
-            client,
-            http_request,
-            start_timeout=self.timeouts.response_start(stream),
-            label=label,
-            secrets=secrets,
+        url = self.endpoint(request.model, stream=stream)
+        async with self._post(
+            url, headers=headers, body=body, stream=stream, label=label
         ) as response:
-            if response.status_code >= 400:
-                raw = await read_body(
-                    response,
-                    timeout=self.timeouts.request,
-                    chunk_timeout=self.timeouts.chunk,
-                    label=label,
-                    secrets=secrets,
-                )
-                raise self._http_error(response, raw)
             parser = _BodyParser(response.headers.get("content-type", ""))
             if stream:
-                chunks = read_chunks(
-                    response, chunk_timeout=self.timeouts.chunk, label=label, secrets=secrets
-                )
+                chunks = self._read_chunks(response, label)
                 return await self._consume(chunks, parser, on_event, label)
-            raw = await read_body(
-                response,
-                timeout=self.timeouts.request,
-                chunk_timeout=self.timeouts.chunk,
-                label=label,
-                secrets=secrets,
-            )
+            raw = await self._read_body(response, label)
         return await self._consume(_once(raw), parser, on_event, label)
 
     # ------------------------------------------------------------ internals
@@ -1382,44 +1266,16 @@ class GeminiProvider(AsyncClosing):
             for event in events:
                 await on_event(event)
 
-    def _error(
-        self, message: str, verdict: Classification, raw: str | None = None, **kw: Any
-    ) -> ProviderCallError:
-        error = make_call_error(message, verdict, raw=raw, secrets=(self._api_key,))
-        return ProviderCallError(error, **kw)
-
     def _http_error(self, response: httpx.Response, raw: bytes) -> ProviderCallError:
-        status = response.status_code
-        text = raw.decode("utf-8", errors="replace")
-        message = text.strip()[:500] or response.reason_phrase
+        # streamGenerateContent without alt=sse wraps errors in an array
+        body = ErrorBody.read(response, raw, first_of_list=True)
+        error = body.error
         status_text: str | None = None
-        error: Any = None
-        try:
-            payload = json.loads(text)
-        except ValueError:
-            payload = None
-        if isinstance(payload, list) and payload:
-            payload = payload[0]  # streamGenerateContent without alt=sse wraps errors
-        if isinstance(payload, dict):
-            error = payload.get("error", payload)
-            if isinstance(error, dict):
-                if isinstance(error.get("status"), str):
-                    status_text = error["status"]
-                if isinstance(error.get("message"), str):
-                    message = error["message"]
-            elif isinstance(error, str):
-                message = error
-        verdict = _classify(status, status_text, message, text, error)
-        retry_after = parse_retry_after(response.headers)
-        if retry_after is None:
-            retry_after = _retry_info_delay(error)
-        tag = f" {status_text}" if status_text else ""
-        return self._error(
-            f"{self._name}: HTTP {status}{tag}: {message}",
-            verdict,
-            raw=text[:4000],
-            status=status,
-            retry_after=retry_after,
+        if isinstance(error, dict) and isinstance(error.get("status"), str):
+            status_text = error["status"]
+        verdict = _classify(response.status_code, status_text, body.message, body.text, error)
+        return self._status_error(
+            response, body, verdict, status_text, retry_after_fallback=_retry_info_delay(error)
         )
 
     def _stream_error(self, error: Any, label: str) -> ProviderCallError:
@@ -1441,18 +1297,6 @@ class GeminiProvider(AsyncClosing):
             raw=raw,
             status=status,
             retry_after=_retry_info_delay(error),
-        )
-
-    def _malformed(self, label: str, detail: str) -> ProviderCallError:
-        return self._error(
-            f"{label}: malformed response: {detail}",
-            Classification(FailureKind.MALFORMED, True),
-        )
-
-    def _truncated(self, label: str) -> ProviderCallError:
-        return self._error(
-            f"{label}: the stream ended before the response was complete",
-            Classification(FailureKind.TRANSPORT, True),
         )
 
 

@@ -9,24 +9,20 @@ includes cached tokens, ``output_tokens`` excludes reasoning tokens.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from .._closing import AsyncClosing
 from ..kernel.attachments import AttachmentRef
 from ..kernel.llm import (
     ImageBlock,
     JsonObjectOutput,
     JsonSchemaOutput,
-    LlmCallError,
     LlmOutputPart,
     LlmRequest,
     LlmResponse,
@@ -41,16 +37,20 @@ from ..kernel.llm import (
     ToolCallOutput,
     ToolResultBlock,
 )
-from .base import ReasoningDeltaEvent, StreamCallback, TextDeltaEvent, UsageEvent
-from .classify import Classification, FailureKind, classify_failure, make_call_error
-from .http import (
-    ProviderCallError,
-    Timeouts,
-    open_response,
-    parse_retry_after,
-    read_body,
-    read_chunks,
+from ._http_provider import (
+    IMAGE_MIMES,
+    AttachmentResolver,
+    ErrorBody,
+    HttpProvider,
+    attached_image,
+    data_url,
+    image_mime,
+    merge_usage,
+    token_count,
 )
+from .base import ReasoningDeltaEvent, StreamCallback, TextDeltaEvent, UsageEvent
+from .classify import Classification, classify_failure
+from .http import ProviderCallError, Timeouts
 from .sse import SseDecoder, SseError, SseEvent
 
 __all__ = [
@@ -63,15 +63,7 @@ __all__ = [
 ]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-AttachmentResolver = Callable[[Sequence[AttachmentRef]], Awaitable[dict[str, bytes]]]
 
-_IMAGE_MIMES = {
-    "image/jpeg": "image/jpeg",
-    "image/jpg": "image/jpeg",
-    "image/png": "image/png",
-    "image/gif": "image/gif",
-    "image/webp": "image/webp",
-}
 _FINISH = {
     "stop": TerminalReason.STOP,
     "tool_calls": TerminalReason.TOOL_USE,
@@ -84,22 +76,11 @@ _FINISH = {
 _REASONING_KEYS = ("reasoning_content", "reasoning", "reasoning_text")
 
 
-def _validation_error(message: str, code: str = "validation") -> ProviderCallError:
-    return ProviderCallError(LlmCallError(message=message, retryable=False, code=code))
-
-
 # ---------------------------------------------------------------- request mapping
 
 
 def _image_part(ref: AttachmentRef, data: bytes) -> dict[str, Any]:
-    mime = _IMAGE_MIMES.get(ref.mime.lower())
-    if mime is None:
-        raise _validation_error(
-            f"unsupported image format {ref.mime!r} for attachment {ref.id} "
-            "(OpenAI accepts jpeg, png, gif, webp)",
-            code="unsupported_image_format",
-        )
-    url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    url = data_url(image_mime(ref, IMAGE_MIMES, "OpenAI"), data)
     return {"type": "image_url", "image_url": {"url": url}}
 
 
@@ -131,18 +112,8 @@ def build_chat_body(
                 if block.text:
                     parts.append({"type": "text", "text": block.text})
             elif isinstance(block, ImageBlock):
-                if message.role is not LlmRole.USER:
-                    continue
-                try:
-                    ref = request.attachments[block.attachment_idx]
-                except IndexError:
-                    raise _validation_error(
-                        f"image block points at attachment {block.attachment_idx}, "
-                        f"but the request has {len(request.attachments)}"
-                    ) from None
-                if ref.id not in images:
-                    raise _validation_error(f"attachment {ref.id} could not be resolved")
-                parts.append(_image_part(ref, images[ref.id]))
+                if message.role is LlmRole.USER:
+                    parts.append(_image_part(*attached_image(request, block, images)))
             elif isinstance(block, ToolCallBlock):
                 calls.append(
                     {
@@ -211,57 +182,31 @@ def build_chat_body(
 # ---------------------------------------------------------------- response parsing
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return max(value, 0)
-    if isinstance(value, float) and value == value:
-        return max(int(value), 0)
-    if isinstance(value, str):
-        try:
-            return max(int(value.strip()), 0)
-        except ValueError:
-            return 0
-    return 0
-
-
 def usage_from_openai(raw: Any) -> LlmUsage:
     """Normalize an OpenAI ``usage`` object (Chat or Responses field names)."""
     if not isinstance(raw, dict):
         return LlmUsage()
-    prompt = _int(raw.get("prompt_tokens", raw.get("input_tokens")))
-    completion = _int(raw.get("completion_tokens", raw.get("output_tokens")))
+    prompt = token_count(raw.get("prompt_tokens", raw.get("input_tokens")))
+    completion = token_count(raw.get("completion_tokens", raw.get("output_tokens")))
     in_details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details") or {}
     out_details = raw.get("completion_tokens_details") or raw.get("output_tokens_details") or {}
     if not isinstance(in_details, dict):
         in_details = {}
     if not isinstance(out_details, dict):
         out_details = {}
-    cached = _int(
+    cached = token_count(
         in_details.get("cached_tokens")
         or raw.get("cached_input_tokens")
         or raw.get("cached_tokens")
         or raw.get("prompt_cache_hit_tokens")
     )
-    cached = max(cached - _int(in_details.get("cache_write_tokens")), 0)
-    reasoning = _int(out_details.get("reasoning_tokens") or raw.get("reasoning_tokens"))
+    cached = max(cached - token_count(in_details.get("cache_write_tokens")), 0)
+    reasoning = token_count(out_details.get("reasoning_tokens") or raw.get("reasoning_tokens"))
     return LlmUsage(
         input_tokens=prompt,
         output_tokens=max(completion - reasoning, 0),
         cached_input_tokens=min(cached, prompt) if prompt else cached,
         reasoning_tokens=reasoning,
-    )
-
-
-def _merge_usage(old: LlmUsage | None, new: LlmUsage) -> LlmUsage:
-    if old is None:
-        return new
-    return LlmUsage(
-        input_tokens=new.input_tokens or old.input_tokens,
-        output_tokens=new.output_tokens or old.output_tokens,
-        cached_input_tokens=new.cached_input_tokens or old.cached_input_tokens,
-        reasoning_tokens=new.reasoning_tokens or old.reasoning_tokens,
     )
 
 
@@ -295,7 +240,7 @@ class _Assembly:
         if not isinstance(raw, dict):
             return None
         self.raw_usage = raw
-        self.usage = _merge_usage(self.usage, usage_from_openai(raw))
+        self.usage = merge_usage(self.usage, usage_from_openai(raw))
         return self.usage
 
     def response(self) -> LlmResponse:
@@ -393,7 +338,18 @@ def _auto_max_tokens_field(base_url: str) -> str:
     return "max_completion_tokens" if host.endswith("openai.com") else "max_tokens"
 
 
-class OpenAIChatProvider(AsyncClosing):
+def _openai_error_verdict(status: int, body: ErrorBody) -> tuple[Classification, str]:
+    """Classify an OpenAI-style error body; also the ``type/code`` tag for the message."""
+    vendor_type = vendor_code = None
+    if isinstance(body.error, dict):
+        vendor_type = body.error.get("type") if isinstance(body.error.get("type"), str) else None
+        code = body.error.get("code")
+        vendor_code = str(code) if code is not None else None
+    verdict = classify_failure(status=status, code=vendor_code, message=body.message, raw=body.text)
+    return verdict, "/".join(x for x in (vendor_type, vendor_code) if x)
+
+
+class OpenAIChatProvider(HttpProvider):
     """Chat Completions over httpx, streaming when a callback is given.
 
     ``model_prefix`` is stripped from ``request.model`` when present (so
@@ -418,70 +374,25 @@ class OpenAIChatProvider(AsyncClosing):
         max_tokens_field: str | None = None,
         extra_headers: dict[str, str] | None = None,
     ) -> None:
-        if not api_key:
-            raise ValueError("api_key must not be empty")
-        self._api_key = api_key
-        self.base_url = base_url.rstrip("/")
-        self.model_prefix = model_prefix
-        self._client = http_client
-        self._owns_client = http_client is None
-        self._resolve = attachments
-        self.timeouts = timeouts or Timeouts()
-        self._name = name
-        self._stream = stream
+        super().__init__(
+            api_key=api_key,
+            base_url=base_url,
+            model_prefix=model_prefix,
+            http_client=http_client,
+            attachments=attachments,
+            timeouts=timeouts,
+            name=name,
+            stream=stream,
+            extra_headers=extra_headers,
+        )
         self.max_tokens_field = max_tokens_field or _auto_max_tokens_field(self.base_url)
-        self._extra_headers = dict(extra_headers or {})
-
-    def __repr__(self) -> str:
-        return f"OpenAIChatProvider(name={self._name!r}, base_url={self.base_url!r})"
-
-    @property
-    def name(self) -> str:
-        """The provider kind (``openai``, ``openrouter``, ...)."""
-        return self._name
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this provider created it."""
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            t = self.timeouts
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(t.request, connect=t.connect, read=t.chunk)
-            )
-        return self._client
-
-    def wire_model(self, model: str) -> str:
-        """The model name sent on the wire."""
-        if self.model_prefix and model.startswith(self.model_prefix):
-            return model[len(self.model_prefix) :]
-        return model
 
     async def build_body(self, request: LlmRequest, *, stream: bool) -> dict[str, Any]:
         """Resolve attachments and build the JSON body (exposed for tests and tracing)."""
-        used = {
-            block.attachment_idx
-            for message in request.messages
-            if message.role is LlmRole.USER
-            for block in message.blocks
-            if isinstance(block, ImageBlock)
-        }
-        refs = [request.attachments[i] for i in sorted(used) if 0 <= i < len(request.attachments)]
-        images: dict[str, bytes] = {}
-        if refs:
-            if self._resolve is None:
-                raise _validation_error(
-                    "the request has image attachments but the provider has no attachment "
-                    "resolver (pass attachments=...)"
-                )
-            images = await self._resolve(refs)
         return build_chat_body(
             request,
             model=self.wire_model(request.model),
-            images=images,
+            images=await self._images(request),
             stream=stream,
             max_tokens_field=self.max_tokens_field,
         )
@@ -490,94 +401,24 @@ class OpenAIChatProvider(AsyncClosing):
         self, request: LlmRequest, on_event: StreamCallback | None = None
     ) -> LlmResponse:
         """Run one Chat Completions call (no retries; see ``ProviderHandle``)."""
-        stream = self._stream if self._stream is not None else on_event is not None
-        body = await self.build_body(request, stream=stream)
-        headers = {
-            "Authorization": f"Bearer {self._api_key}",
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if stream else "application/json",
-            **self._extra_headers,
-        }
-        client = self._http()
-        http_request = client.build_request(
-            "POST",
+        stream = self._streams(on_event)
+        return await self._exchange(
             f"{self.base_url}/chat/completions",
-            headers=headers,
-            content=json.dumps(body).encode(),
+            headers=self._json_headers(
+                {"Authorization": f"Bearer {self._api_key}"}, event_stream=stream
+            ),
+            body=await self.build_body(request, stream=stream),
+            stream=stream,
+            on_event=on_event,
+            label=f"{self._name} chat completions",
         )
-        label = f"{self._name} chat completions"
-        secrets = (self._api_key,)
-        async with open_response(
-            client,
-            http_request,
-            start_timeout=self.timeouts.response_start(stream),
-            label=label,
-            secrets=secrets,
-        ) as response:
-            if response.status_code >= 400:
-                raw = await read_body(
-                    response,
-                    timeout=self.timeouts.request,
-                    chunk_timeout=self.timeouts.chunk,
-                    label=label,
-                    secrets=secrets,
-                )
-                raise self._http_error(response, raw)
-            content_type = response.headers.get("content-type", "").lower()
-            if "text/event-stream" in content_type:
-                return await self._read_stream(response, on_event, label)
-            raw = await read_body(
-                response,
-                timeout=self.timeouts.request,
-                chunk_timeout=self.timeouts.chunk,
-                label=label,
-                secrets=secrets,
-            )
-        return await self._parse_buffered(raw, on_event, label)
 
     # ------------------------------------------------------------ internals
 
-    def _error(
-        self, message: str, verdict: Classification, raw: str | None = None, **kw: Any
-    ) -> ProviderCallError:
-        error = make_call_error(message, verdict, raw=raw, secrets=(self._api_key,))
-        return ProviderCallError(error, **kw)
-
     def _http_error(self, response: httpx.Response, raw: bytes) -> ProviderCallError:
-        status = response.status_code
-        text = raw.decode("utf-8", errors="replace")
-        vendor_type = vendor_code = None
-        message = text.strip()[:500] or response.reason_phrase
-        try:
-            payload = json.loads(text)
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict):
-            err = payload.get("error", payload)
-            if isinstance(err, dict):
-                vendor_type = err.get("type") if isinstance(err.get("type"), str) else None
-                code = err.get("code")
-                vendor_code = str(code) if code is not None else None
-                if isinstance(err.get("message"), str):
-                    message = err["message"]
-            elif isinstance(err, str):
-                message = err
-        verdict = classify_failure(status=status, code=vendor_code, message=message, raw=text)
-        tag = "/".join(x for x in (vendor_type, vendor_code) if x)
-        summary = f"{self._name}: HTTP {status}{f' {tag}' if tag else ''}: {message}"
-        return self._error(
-            summary,
-            verdict,
-            raw=text[:4000],
-            status=status,
-            retry_after=parse_retry_after(response.headers),
-        )
-
-    def _malformed(self, label: str, detail: str) -> ProviderCallError:
-        return self._error(
-            f"{label}: malformed response: {detail}",
-            Classification(FailureKind.MALFORMED, True),
-        )
+        body = ErrorBody.read(response, raw)
+        verdict, tag = _openai_error_verdict(response.status_code, body)
+        return self._status_error(response, body, verdict, tag)
 
     async def _parse_buffered(
         self, raw: bytes, on_event: StreamCallback | None, label: str
@@ -585,11 +426,7 @@ class OpenAIChatProvider(AsyncClosing):
         stripped = raw.lstrip()
         if stripped.startswith(b"data:") or b"\ndata:" in raw:
             assembly = _Assembly()
-            try:
-                events = [*SseDecoder().feed(raw)]
-            except SseError as exc:
-                raise self._malformed(label, str(exc)) from None
-            for event in events:
+            for event in self._sse_events(raw, label, flush=False):
                 await self._apply_event(assembly, event, on_event, label)
             return assembly.response()
         try:
@@ -608,11 +445,8 @@ class OpenAIChatProvider(AsyncClosing):
     ) -> LlmResponse:
         decoder = SseDecoder()
         assembly = _Assembly()
-        secrets = (self._api_key,)
         try:
-            async for chunk in read_chunks(
-                response, chunk_timeout=self.timeouts.chunk, label=label, secrets=secrets
-            ):
+            async for chunk in self._read_chunks(response, label):
                 for event in decoder.feed(chunk):
                     await self._apply_event(assembly, event, on_event, label)
                 if assembly.done:
@@ -631,12 +465,6 @@ class OpenAIChatProvider(AsyncClosing):
             raise self._truncated(label)
         return assembly.response()
 
-    def _truncated(self, label: str) -> ProviderCallError:
-        return self._error(
-            f"{label}: the stream ended before the response was complete",
-            Classification(FailureKind.TRANSPORT, True),
-        )
-
     async def _apply_event(
         self,
         assembly: _Assembly,
@@ -650,12 +478,7 @@ class OpenAIChatProvider(AsyncClosing):
         if data == "[DONE]":
             assembly.done = True
             return
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise self._malformed(label, f"invalid JSON in stream event: {data[:200]!r}") from None
-        if not isinstance(chunk, dict):
-            raise self._malformed(label, f"stream event is not an object: {data[:200]!r}")
+        chunk = self._event_object(data, label)
         error = chunk.get("error")
         if error is not None or event.event == "error":
             raise self._stream_error(error if error is not None else chunk, label)

@@ -15,7 +15,6 @@ cached tokens, ``output_tokens`` excludes reasoning tokens.
 
 from __future__ import annotations
 
-import base64
 import copy
 import hashlib
 import json
@@ -28,13 +27,11 @@ from typing import Any
 
 import httpx
 
-from .._closing import AsyncClosing
 from ..kernel.attachments import AttachmentRef
 from ..kernel.llm import (
     ImageBlock,
     JsonObjectOutput,
     JsonSchemaOutput,
-    LlmCallError,
     LlmContentBlock,
     LlmOutputPart,
     LlmRequest,
@@ -53,17 +50,21 @@ from ..kernel.llm import (
     ToolCallOutput,
     ToolResultBlock,
 )
-from .base import ReasoningDeltaEvent, StreamCallback, StreamEvent, TextDeltaEvent, UsageEvent
-from .classify import Classification, FailureKind, classify_failure, make_call_error
-from .http import (
-    ProviderCallError,
-    Timeouts,
-    open_response,
-    parse_retry_after,
-    read_body,
-    read_chunks,
+from ._http_provider import (
+    IMAGE_MIMES,
+    AttachmentResolver,
+    ErrorBody,
+    HttpProvider,
+    attached_image,
+    data_url,
+    image_mime,
+    merge_usage,
+    validation_error,
 )
-from .openai_chat import OPENAI_BASE_URL, AttachmentResolver, usage_from_openai
+from .base import ReasoningDeltaEvent, StreamCallback, StreamEvent, TextDeltaEvent, UsageEvent
+from .classify import FailureKind, classify_failure
+from .http import ProviderCallError, Timeouts
+from .openai_chat import OPENAI_BASE_URL, _openai_error_verdict, usage_from_openai
 from .sse import SseDecoder, SseError, SseEvent
 
 __all__ = [
@@ -80,13 +81,6 @@ REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 """The ``model_variant`` values this provider maps to ``reasoning.effort``."""
 
 _REASONING_SUMMARIES = ("auto", "concise", "detailed")
-_IMAGE_MIMES = {
-    "image/jpeg": "image/jpeg",
-    "image/jpg": "image/jpeg",
-    "image/png": "image/png",
-    "image/gif": "image/gif",
-    "image/webp": "image/webp",
-}
 _MESSAGE_STATUSES = frozenset({"in_progress", "completed", "incomplete"})
 _PHASES = frozenset({"commentary", "final_answer"})
 _OUTPUT_LIMIT_REASONS = frozenset({"max_output_tokens", "max_tokens"})
@@ -97,22 +91,11 @@ _REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 _MAX_CACHE_KEY = 64
 
 
-def _validation_error(message: str, code: str = "validation") -> ProviderCallError:
-    return ProviderCallError(LlmCallError(message=message, retryable=False, code=code))
-
-
 # ---------------------------------------------------------------- request mapping
 
 
 def _image_part(ref: AttachmentRef, data: bytes) -> dict[str, Any]:
-    mime = _IMAGE_MIMES.get(ref.mime.lower())
-    if mime is None:
-        raise _validation_error(
-            f"unsupported image format {ref.mime!r} for attachment {ref.id} "
-            "(OpenAI accepts jpeg, png, gif, webp)",
-            code="unsupported_image_format",
-        )
-    url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    url = data_url(image_mime(ref, IMAGE_MIMES, "OpenAI"), data)
     return {"type": "input_image", "image_url": url, "detail": "auto"}
 
 
@@ -127,7 +110,7 @@ def _effort(request: LlmRequest, default: str | None) -> str | None:
         return default
     effort = variant.strip().lower()
     if effort not in REASONING_EFFORTS:
-        raise _validation_error(
+        raise validation_error(
             f"model variant {variant!r} is not a reasoning effort the OpenAI Responses "
             f"provider knows (use one of {', '.join(REASONING_EFFORTS)})"
         )
@@ -196,18 +179,8 @@ class _InputBuilder:
             else:
                 self._user_part({"type": "input_text", "text": block.text})
         elif isinstance(block, ImageBlock):
-            if role is not LlmRole.USER:
-                return
-            try:
-                ref = self.request.attachments[block.attachment_idx]
-            except IndexError:
-                raise _validation_error(
-                    f"image block points at attachment {block.attachment_idx}, "
-                    f"but the request has {len(self.request.attachments)}"
-                ) from None
-            if ref.id not in self.images:
-                raise _validation_error(f"attachment {ref.id} could not be resolved")
-            self._user_part(_image_part(ref, self.images[ref.id]))
+            if role is LlmRole.USER:
+                self._user_part(_image_part(*attached_image(self.request, block, self.images)))
         elif isinstance(block, ReasoningBlock):
             self._flush()
             replay = block.replay
@@ -301,7 +274,7 @@ def build_responses_body(
     reasoning model.
     """
     if reasoning_summary is not None and reasoning_summary not in _REASONING_SUMMARIES:
-        raise _validation_error(
+        raise validation_error(
             f"reasoning_summary {reasoning_summary!r} is not one of "
             f"{', '.join(_REASONING_SUMMARIES)}"
         )
@@ -377,17 +350,6 @@ class ResponseFailedError(Exception):
         super().__init__(message if isinstance(message, str) and message else json.dumps(error))
         self.error = error
         self.event = event
-
-
-def _merge_usage(old: LlmUsage | None, new: LlmUsage) -> LlmUsage:
-    if old is None:
-        return new
-    return LlmUsage(
-        input_tokens=new.input_tokens or old.input_tokens,
-        output_tokens=new.output_tokens or old.output_tokens,
-        cached_input_tokens=new.cached_input_tokens or old.cached_input_tokens,
-        reasoning_tokens=new.reasoning_tokens or old.reasoning_tokens,
-    )
 
 
 def _str(value: Any) -> str | None:
@@ -492,7 +454,7 @@ class _Assembly:
         if not isinstance(raw, dict):
             return []
         self.raw_usage = raw
-        self.usage = _merge_usage(self.usage, usage_from_openai(raw))
+        self.usage = merge_usage(self.usage, usage_from_openai(raw))
         return [UsageEvent(usage=self.usage)]
 
     def finish(self, response: Any) -> list[StreamEvent]:
@@ -853,7 +815,7 @@ def parse_response(payload: Any) -> LlmResponse:
 # ---------------------------------------------------------------- provider
 
 
-class OpenAIResponsesProvider(AsyncClosing):
+class OpenAIResponsesProvider(HttpProvider):
     """The OpenAI Responses API over httpx, streaming when a callback is given.
 
     Stateless: ``store`` is false and the whole conversation goes out each call.
@@ -885,8 +847,17 @@ class OpenAIResponsesProvider(AsyncClosing):
         prompt_cache_key: bool = True,
         extra_headers: dict[str, str] | None = None,
     ) -> None:
-        if not api_key:
-            raise ValueError("api_key must not be empty")
+        super().__init__(
+            api_key=api_key,
+            base_url=base_url,
+            model_prefix=model_prefix,
+            http_client=http_client,
+            attachments=attachments,
+            timeouts=timeouts,
+            name=name,
+            stream=stream,
+            extra_headers=extra_headers,
+        )
         if reasoning_effort is not None and reasoning_effort not in REASONING_EFFORTS:
             raise ValueError(
                 f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}, "
@@ -899,72 +870,18 @@ class OpenAIResponsesProvider(AsyncClosing):
             )
         if max_output_tokens is not None and max_output_tokens <= 0:
             raise ValueError(f"max_output_tokens must be positive, got {max_output_tokens}")
-        self._api_key = api_key
-        self.base_url = base_url.rstrip("/")
-        self.model_prefix = model_prefix
-        self._client = http_client
-        self._owns_client = http_client is None
-        self._resolve = attachments
-        self.timeouts = timeouts or Timeouts()
-        self._name = name
-        self._stream = stream
         self.reasoning_effort = reasoning_effort
         self.reasoning_summary = reasoning_summary
         self.encrypted_reasoning = encrypted_reasoning
         self.max_output_tokens = max_output_tokens
         self.prompt_cache_key = prompt_cache_key
-        self._extra_headers = dict(extra_headers or {})
-
-    def __repr__(self) -> str:
-        return f"OpenAIResponsesProvider(name={self._name!r}, base_url={self.base_url!r})"
-
-    @property
-    def name(self) -> str:
-        """The provider kind (``openai`` unless renamed)."""
-        return self._name
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this provider created it."""
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            t = self.timeouts
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(t.request, connect=t.connect, read=t.chunk)
-            )
-        return self._client
-
-    def wire_model(self, model: str) -> str:
-        """The model name sent on the wire."""
-        if self.model_prefix and model.startswith(self.model_prefix):
-            return model[len(self.model_prefix) :]
-        return model
 
     async def build_body(self, request: LlmRequest, *, stream: bool) -> dict[str, Any]:
         """Resolve attachments and build the JSON body (exposed for tests and tracing)."""
-        used = {
-            block.attachment_idx
-            for message in request.messages
-            if message.role is LlmRole.USER
-            for block in message.blocks
-            if isinstance(block, ImageBlock)
-        }
-        refs = [request.attachments[i] for i in sorted(used) if 0 <= i < len(request.attachments)]
-        images: dict[str, bytes] = {}
-        if refs:
-            if self._resolve is None:
-                raise _validation_error(
-                    "the request has image attachments but the provider has no attachment "
-                    "resolver (pass attachments=...)"
-                )
-            images = await self._resolve(refs)
         return build_responses_body(
             request,
             model=self.wire_model(request.model),
-            images=images,
+            images=await self._images(request),
             stream=stream,
             reasoning_effort=self.reasoning_effort,
             reasoning_summary=self.reasoning_summary,
@@ -977,85 +894,24 @@ class OpenAIResponsesProvider(AsyncClosing):
         self, request: LlmRequest, on_event: StreamCallback | None = None
     ) -> LlmResponse:
         """Run one Responses call (no retries; see ``ProviderHandle``)."""
-        stream = self._stream if self._stream is not None else on_event is not None
-        body = await self.build_body(request, stream=stream)
-        headers = {
-            "Authorization": f"Bearer {self._api_key}",
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if stream else "application/json",
-            **self._extra_headers,
-        }
-        client = self._http()
-        http_request = client.build_request(
-            "POST", f"{self.base_url}/responses", headers=headers, content=json.dumps(body).encode()
+        stream = self._streams(on_event)
+        return await self._exchange(
+            f"{self.base_url}/responses",
+            headers=self._json_headers(
+                {"Authorization": f"Bearer {self._api_key}"}, event_stream=stream
+            ),
+            body=await self.build_body(request, stream=stream),
+            stream=stream,
+            on_event=on_event,
+            label=f"{self._name} responses",
         )
-        label = f"{self._name} responses"
-        secrets = (self._api_key,)
-        async with open_response(
-            client,
-            http_request,
-            start_timeout=self.timeouts.response_start(stream),
-            label=label,
-            secrets=secrets,
-        ) as response:
-            if response.status_code >= 400:
-                raw = await read_body(
-                    response,
-                    timeout=self.timeouts.request,
-                    chunk_timeout=self.timeouts.chunk,
-                    label=label,
-                    secrets=secrets,
-                )
-                raise self._http_error(response, raw)
-            content_type = response.headers.get("content-type", "").lower()
-            if "text/event-stream" in content_type:
-                return await self._read_stream(response, on_event, label)
-            raw = await read_body(
-                response,
-                timeout=self.timeouts.request,
-                chunk_timeout=self.timeouts.chunk,
-                label=label,
-                secrets=secrets,
-            )
-        return await self._parse_buffered(raw, on_event, label)
 
     # ------------------------------------------------------------ internals
 
-    def _error(
-        self, message: str, verdict: Classification, raw: str | None = None, **kw: Any
-    ) -> ProviderCallError:
-        error = make_call_error(message, verdict, raw=raw, secrets=(self._api_key,))
-        return ProviderCallError(error, **kw)
-
     def _http_error(self, response: httpx.Response, raw: bytes) -> ProviderCallError:
-        status = response.status_code
-        text = raw.decode("utf-8", errors="replace")
-        vendor_type = vendor_code = None
-        message = text.strip()[:500] or response.reason_phrase
-        try:
-            payload = json.loads(text)
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict):
-            err = payload.get("error", payload)
-            if isinstance(err, dict):
-                vendor_type = _str(err.get("type"))
-                code = err.get("code")
-                vendor_code = str(code) if code is not None else None
-                if isinstance(err.get("message"), str):
-                    message = err["message"]
-            elif isinstance(err, str):
-                message = err
-        verdict = classify_failure(status=status, code=vendor_code, message=message, raw=text)
-        tag = "/".join(x for x in (vendor_type, vendor_code) if x)
-        summary = f"{self._name}: HTTP {status}{f' {tag}' if tag else ''}: {message}"
-        return self._error(
-            summary,
-            verdict,
-            raw=text[:4000],
-            status=status,
-            retry_after=parse_retry_after(response.headers),
-        )
+        body = ErrorBody.read(response, raw)
+        verdict, tag = _openai_error_verdict(response.status_code, body)
+        return self._status_error(response, body, verdict, tag)
 
     def _failed(self, exc: ResponseFailedError, label: str) -> ProviderCallError:
         error = exc.error
@@ -1072,30 +928,13 @@ class OpenAIResponsesProvider(AsyncClosing):
             f"{label}: {exc.event}{tag}: {exc}", verdict, raw=json.dumps(error)[:4000]
         )
 
-    def _malformed(self, label: str, detail: str) -> ProviderCallError:
-        return self._error(
-            f"{label}: malformed response: {detail}",
-            Classification(FailureKind.MALFORMED, True),
-        )
-
-    def _truncated(self, label: str) -> ProviderCallError:
-        return self._error(
-            f"{label}: the stream ended before the response was complete",
-            Classification(FailureKind.TRANSPORT, True),
-        )
-
     async def _parse_buffered(
         self, raw: bytes, on_event: StreamCallback | None, label: str
     ) -> LlmResponse:
         head = raw.lstrip()
         if head.startswith((b"data:", b"event:")) or b"\ndata:" in raw:
-            decoder = SseDecoder()
             assembly = _Assembly()
-            try:
-                events = [*decoder.feed(raw), *decoder.close()]
-            except SseError as exc:
-                raise self._malformed(label, str(exc)) from None
-            for event in events:
+            for event in self._sse_events(raw, label):
                 await self._apply_event(assembly, event, on_event, label)
                 if assembly.finished:
                     break
@@ -1123,11 +962,8 @@ class OpenAIResponsesProvider(AsyncClosing):
     ) -> LlmResponse:
         decoder = SseDecoder()
         assembly = _Assembly()
-        secrets = (self._api_key,)
         try:
-            async for chunk in read_chunks(
-                response, chunk_timeout=self.timeouts.chunk, label=label, secrets=secrets
-            ):
+            async for chunk in self._read_chunks(response, label):
                 for event in decoder.feed(chunk):
                     await self._apply_event(assembly, event, on_event, label)
                     if assembly.finished:
@@ -1160,12 +996,7 @@ class OpenAIResponsesProvider(AsyncClosing):
         data = event.data.strip()
         if not data or data == "[DONE]":
             return
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            raise self._malformed(label, f"invalid JSON in stream event: {data[:200]!r}") from None
-        if not isinstance(payload, dict):
-            raise self._malformed(label, f"stream event is not an object: {data[:200]!r}")
+        payload = self._event_object(data, label)
         kind = payload.get("type")
         if not isinstance(kind, str):
             kind = event.event
