@@ -1,9 +1,10 @@
 """The queued-work methods every store offers, over one backend primitive.
 
-Each store implements ``_queue_op(name, args, write)``, which runs the
-backend's function ``name`` (``enqueue``, ``claim_ready``...) with ``args`` in
-one transaction; this mixin supplies the typed public methods, the clock and
-the defaults, so the three backends cannot drift apart.
+Each store implements ``_queue_op(name, session_id, args, write)``, which runs
+the backend's function ``name`` (``enqueue``, ``claim_ready``...) with ``args``
+in one transaction (``session_id`` names the session in its errors); this mixin
+supplies the typed public methods, the clock and the defaults, so the three
+backends cannot drift apart.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from .queue import (
     QueueClaim,
     QueuedBatch,
     QueuedBatchDraft,
-    validate_draft,
 )
 
 
@@ -31,12 +31,18 @@ def now_ms() -> int:
 class QueueOps:
     """Queued work: the single durable ingress of a session (see ``lash.store.queue``)."""
 
-    async def _queue_op(self, name: str, args: tuple[Any, ...], write: bool) -> Any:
+    async def _queue_op(
+        self, name: str, session_id: object, args: tuple[Any, ...], write: bool
+    ) -> Any:
         raise NotImplementedError
 
     async def enqueue(self, draft: QueuedBatchDraft) -> QueuedBatch:
-        """Queue a batch; a batch with the same (session, source key) still queued is returned."""
-        return await self._queue_op("enqueue", (validate_draft(draft), now_ms()), True)  # type: ignore[no-any-return]
+        """Queue a batch; a batch with the same (session, source key) still queued is returned.
+
+        The backend validates the draft (``ValueError`` before anything is written).
+        """
+        session_id = getattr(draft, "session_id", None)
+        return await self._queue_op("enqueue", session_id, (draft, now_ms()), True)  # type: ignore[no-any-return]
 
     async def claim_ready(
         self,
@@ -54,7 +60,7 @@ class QueueOps:
         the turn commit that consumes it (``RuntimeCommit.completed_claims``).
         """
         args = (session_id, owner_id, boundary, ttl_ms, max_batches, now_ms())
-        return await self._queue_op("claim_ready", args, True)  # type: ignore[no-any-return]
+        return await self._queue_op("claim_ready", session_id, args, True)  # type: ignore[no-any-return]
 
     async def claim_batches(
         self,
@@ -66,24 +72,27 @@ class QueueOps:
     ) -> QueueClaim | None:
         """Claim exactly ``batch_ids`` if they are the group a claim would take now, else None."""
         args = (session_id, batch_ids, owner_id, ttl_ms, now_ms())
-        return await self._queue_op("claim_batches", args, True)  # type: ignore[no-any-return]
+        return await self._queue_op("claim_batches", session_id, args, True)  # type: ignore[no-any-return]
 
     async def renew_claim(
         self, claim: QueueClaim, *, ttl_ms: int = DEFAULT_CLAIM_TTL_MS
     ) -> QueueClaim:
         """Extend a claim; ``QueuedWorkClaimExpired`` when someone else has re-claimed it."""
-        return await self._queue_op("renew", (claim, ttl_ms, now_ms()), True)  # type: ignore[no-any-return]
+        args = (claim, ttl_ms, now_ms())
+        return await self._queue_op("renew", getattr(claim, "session_id", None), args, True)  # type: ignore[no-any-return]
 
     async def abandon_claim(self, claim: QueueClaim) -> None:
         """Give a claim's batches back (their fencing counters stay); idempotent."""
-        await self._queue_op("abandon", (claim,), True)
+        await self._queue_op("abandon", getattr(claim, "session_id", None), (claim,), True)
 
     async def cancel_queued(self, session_id: str, batch_id: str) -> QueuedBatch | None:
         """Delete and return a batch nobody holds a live claim on; else None."""
-        return await self._queue_op("cancel", (session_id, batch_id, now_ms()), True)  # type: ignore[no-any-return]
+        args = (session_id, batch_id, now_ms())
+        return await self._queue_op("cancel", session_id, args, True)  # type: ignore[no-any-return]
 
     async def list_queued(
         self, session_id: str, *, pending_only: bool = False
     ) -> tuple[QueuedBatch, ...]:
         """The session's batches in queue order (``pending_only``: not under a live claim)."""
-        return await self._queue_op("list", (session_id, pending_only, now_ms()), False)  # type: ignore[no-any-return]
+        args = (session_id, pending_only, now_ms())
+        return await self._queue_op("list", session_id, args, False)  # type: ignore[no-any-return]

@@ -234,26 +234,52 @@ class StoreCorruptError(StoreError):
         self.reason = reason
 
 
-def check_session_id(session_id: object) -> str:
-    """``session_id`` if it is a non-blank string every backend can store, else ``ValueError``."""
-    if not isinstance(session_id, str) or not session_id.strip():
-        raise ValueError(f"session id must be a non-blank string, got {session_id!r}")
-    if "\x00" in session_id:
-        raise ValueError(f"session id must not contain NUL characters, got {session_id!r}")
+def check_text(what: str, value: object, *, blank_ok: bool = False) -> str:
+    """``value`` if it is a string every backend stores as given, else ``ValueError``.
+
+    SQLite, PostgreSQL and JSON all refuse NUL characters or lone surrogates in
+    some place; refusing them here gives every backend the same answer.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {type(value).__name__} {value!r}")
+    if not blank_ok and not value.strip():
+        raise ValueError(f"{what} must not be blank, got {value!r}")
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain NUL characters, got {value!r}")
     try:
-        session_id.encode("utf-8")
+        value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(
-            f"session id must be valid Unicode text (no lone surrogates), got {session_id!r}"
+            f"{what} must be valid Unicode text (no lone surrogates), got {value!r}"
         ) from None
-    return session_id
+    return value
+
+
+def check_session_id(session_id: object) -> str:
+    """``session_id`` if it is a non-blank string every backend can store, else ``ValueError``."""
+    return check_text("session id", session_id)
 
 
 def check_commit(commit: RuntimeCommit) -> None:
     """Refuse a malformed commit before any store is touched (``ValueError``)."""
     session_id = check_session_id(commit.session_id)
     stamp = commit.stamp
+    for what, value in (
+        ("frame id", commit.frame_id),
+        ("parent id", commit.parent_id),
+        ("leaf id", commit.leaf_id),
+    ):
+        if value is not None:
+            check_text(what, value)
+    for message in commit.messages:
+        check_text("message id", message.id)
+    for node in commit.replace_graph or ():
+        check_text("message id", node.message.id)
+    for row in commit.usage:
+        check_text("usage source", row.source, blank_ok=True)
+        check_text("usage model", row.model, blank_ok=True)
     if stamp is not None:
+        check_turn_id(stamp.turn_id)
         if stamp.session_id != session_id:
             raise ValueError(
                 f"turn {stamp.turn_id!r}: the stamp names session {stamp.session_id!r}, "
@@ -274,16 +300,13 @@ def check_node_ids(node_ids: Iterable[str]) -> list[str]:
         raise ValueError(f"node ids must be a collection of strings, not the string {node_ids!r}")
     ids = list(node_ids)
     for nid in ids:
-        if not isinstance(nid, str) or not nid:
-            raise ValueError(f"node ids must be non-empty strings, got {nid!r}")
+        check_text("node id", nid)
     return ids
 
 
 def check_turn_id(turn_id: object) -> str:
-    """``turn_id`` if it is a non-blank string, else ``ValueError``."""
-    if not isinstance(turn_id, str) or not turn_id.strip() or "\x00" in turn_id:
-        raise ValueError(f"turn id must be a non-blank string without NUL, got {turn_id!r}")
-    return turn_id
+    """``turn_id`` if it is a non-blank string every backend can store, else ``ValueError``."""
+    return check_text("turn id", turn_id)
 
 
 class SessionStore(Protocol):

@@ -66,7 +66,9 @@ class MemoryStore(QueueOps):
         self._sessions: dict[str, _Session] = {}
         self._queue = MemoryQueue()
 
-    async def _queue_op(self, name: str, args: tuple[Any, ...], write: bool) -> Any:
+    async def _queue_op(
+        self, name: str, session_id: object, args: tuple[Any, ...], write: bool
+    ) -> Any:
         return getattr(self._queue, name)(*args)
 
     @property
@@ -95,8 +97,9 @@ class MemoryStore(QueueOps):
 
     async def load_turn(self, session_id: str, turn_id: str) -> CommittedTurn | None:
         """The landed commit of ``turn_id``, or None."""
+        check_turn_id(turn_id)
         s = self._sessions.get(check_session_id(session_id))
-        seen = None if s is None else s.stamps.get(check_turn_id(turn_id))
+        seen = None if s is None else s.stamps.get(turn_id)
         if s is None or seen is None:
             return None
         prefix = f"{turn_id}."

@@ -361,7 +361,7 @@ class PostgresStore(QueueOps):
 
     async def load(self, session_id: str) -> StoredSession | None:
         """The stored session, or None; a row that fails to decode is a ``StoreCorruptError``."""
-        _check_text("session id", check_session_id(session_id))
+        check_session_id(session_id)
         q = self._sql
         try:
             async with self._transaction(_BEGIN_SNAPSHOT) as conn:
@@ -407,8 +407,8 @@ class PostgresStore(QueueOps):
 
     async def load_turn(self, session_id: str, turn_id: str) -> CommittedTurn | None:
         """The landed commit of ``turn_id`` with its record and messages, or None."""
-        _check_text("session id", check_session_id(session_id))
-        _check_text("turn id", check_turn_id(turn_id))
+        check_session_id(session_id)
+        check_turn_id(turn_id)
         q = self._sql
         try:
             async with self._transaction(_BEGIN_SNAPSHOT) as conn:
@@ -440,10 +440,8 @@ class PostgresStore(QueueOps):
 
     async def tombstone(self, session_id: str, node_ids: Iterable[str]) -> int:
         """Hide nodes and their descendants (see ``SessionStore.tombstone``)."""
-        _check_text("session id", check_session_id(session_id))
+        check_session_id(session_id)
         ids = check_node_ids(node_ids)
-        for nid in ids:
-            _check_text("node id", nid)
         q = self._sql
         try:
             async with self._transaction(b"BEGIN") as conn:
@@ -479,7 +477,7 @@ class PostgresStore(QueueOps):
 
     async def vacuum(self, session_id: str) -> int:
         """Delete the session's tombstoned nodes; returns how many this call removed."""
-        _check_text("session id", check_session_id(session_id))
+        check_session_id(session_id)
         q = self._sql
         try:
             async with self._transaction(b"BEGIN") as conn:
@@ -501,26 +499,14 @@ class PostgresStore(QueueOps):
     async def commit(self, commit: RuntimeCommit) -> CommitResult:
         """Apply one commit in one transaction (see ``SessionStore.commit``)."""
         check_commit(commit)
-        _check_text("session id", commit.session_id)
-        if commit.frame_id is not None:
-            _check_text("frame id", commit.frame_id)
-        if commit.stamp is not None:
-            _check_text("turn id", commit.stamp.turn_id)
-        for node_id in (commit.parent_id, commit.leaf_id):
-            if node_id is not None:
-                _check_text("node id", node_id)
-        written = commit_messages(commit)
-        for m in written:
-            _check_text("message id", m.id)
-        blobs = [_as_bytes(pack(encode_message(m))) for m in written]
-        for row in commit.usage:
-            _check_text("usage source", row.source)
-            _check_text("usage model", row.model)
+        blobs = [_as_bytes(pack(encode_message(m))) for m in commit_messages(commit)]
         usage = sum_usage(commit)
+        packed = encode_record(commit)
+        record = None if packed is None else _as_bytes(packed)
         tally = _Tally()
         try:
             async with self._transaction(b"BEGIN") as conn:
-                result = await self._apply(conn, commit, blobs, usage, tally)
+                result = await self._apply(conn, commit, blobs, record, usage, tally)
         except psycopg.Error as exc:
             turn = f" turn {commit.stamp.turn_id!r}" if commit.stamp is not None else ""
             outcome = (
@@ -647,6 +633,7 @@ class PostgresStore(QueueOps):
         conn: psycopg.AsyncConnection[Any],
         commit: RuntimeCommit,
         blobs: list[bytes],
+        record: bytes | None,
         usage: dict[tuple[str, str], LlmUsage],
         tally: _Tally,
     ) -> CommitResult:
@@ -694,7 +681,7 @@ class PostgresStore(QueueOps):
             if created is not None:
                 await self._complete_claims(conn, commit)
                 tally.rows += 1
-                await self._write(conn, created[0], None, 0, 1, commit, blobs, usage, tally)
+                await self._write(conn, created[0], None, 0, 1, commit, blobs, record, usage, tally)
                 return CommitResult(revision=1)
             # Another worker created it first; lock that row and look again.
         sid, actual = head
@@ -732,7 +719,7 @@ class PostgresStore(QueueOps):
             totals[(source, model)] = prior + usage[(source, model)]
         # 5. Round 2: bump, append, upsert, stamp; the caller's COMMIT rides along.
         revision = actual + 1
-        await self._write(conn, sid, leaf, next_seq, revision, commit, blobs, totals, tally)
+        await self._write(conn, sid, leaf, next_seq, revision, commit, blobs, record, totals, tally)
         return CommitResult(revision=revision)
 
     async def _complete_claims(
@@ -744,9 +731,10 @@ class PostgresStore(QueueOps):
                 conn, self._schema, commit.completed_claims, session_id=commit.session_id
             )
 
-    async def _queue_op(self, name: str, args: tuple[Any, ...], write: bool) -> Any:
+    async def _queue_op(
+        self, name: str, session_id: object, args: tuple[Any, ...], write: bool
+    ) -> Any:
         fn = getattr(queue, f"postgres_{name}")
-        session_id = args[0].session_id if name in ("enqueue", "renew", "abandon") else args[0]
         try:
             async with self._transaction(b"BEGIN" if write else _BEGIN_SNAPSHOT) as conn:
                 return await fn(conn, self._schema, *args)
@@ -764,6 +752,7 @@ class PostgresStore(QueueOps):
         revision: int,
         commit: RuntimeCommit,
         blobs: list[bytes],
+        record: bytes | None,
         totals: dict[tuple[str, str], LlmUsage],
         tally: _Tally,
     ) -> None:
@@ -782,8 +771,6 @@ class PostgresStore(QueueOps):
             parent = commit.parent_id if commit.parent_id is not None else leaf
             parents = [parent, *ids[:-1]] if ids else []
             new_leaf = commit.leaf_id or (ids[-1] if ids else leaf)
-        packed = encode_record(commit)
-        record = None if packed is None else _as_bytes(packed)
         cur = conn.cursor(binary=True)
         await cur.execute(
             self._sql.write,
@@ -840,15 +827,3 @@ def _decode_stored(session_id: str, node_id: str, data: bytes) -> Message:
         return decode_message(session_id, node_id, _unpack(data))
     except UnicodeDecodeError as exc:
         raise StoreCorruptError(session_id, "messages", node_id, f"not UTF-8 JSON: {exc}") from exc
-
-
-def _check_text(what: str, value: str) -> None:
-    """PostgreSQL ``text`` holds neither NUL nor lone surrogates; refuse them up front."""
-    if "\x00" in value:
-        raise ValueError(
-            f"{what} {value!r} contains a NUL character, which PostgreSQL cannot store"
-        )
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} {value!r} is not valid Unicode (a lone surrogate)") from None

@@ -73,7 +73,7 @@ import msgspec
 
 from ..kernel.attachments import AttachmentRef
 from ..runtime.queue import Delivery as QueueDelivery
-from .base import StoreCorruptError, StoreError, check_session_id
+from .base import StoreCorruptError, StoreError, check_session_id, check_text
 
 if TYPE_CHECKING:
     import psycopg
@@ -263,21 +263,7 @@ class QueuedWorkClaimExpired(StoreError):
 # ---------------------------------------------------------------------- validation
 
 
-def _check_text(what: str, value: object, *, blank_ok: bool = False) -> str:
-    """``value`` if it is a string every backend stores as given, else ``ValueError``."""
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string, got {type(value).__name__} {value!r}")
-    if not blank_ok and not value.strip():
-        raise ValueError(f"{what} must not be blank, got {value!r}")
-    if "\x00" in value:
-        raise ValueError(f"{what} must not contain NUL characters, got {value!r}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(
-            f"{what} must be valid Unicode text (no lone surrogates), got {value!r}"
-        ) from None
-    return value
+_check_text = check_text
 
 
 def _check_int(what: str, value: object) -> int:

@@ -217,24 +217,27 @@ class SqliteStore(QueueOps, AsyncClosing):
         )
         return f"SqliteStore({str(self._root)!r}, {state})"
 
-    async def _queue_op(self, name: str, args: tuple[Any, ...], write: bool) -> Any:
+    async def _queue_op(
+        self, name: str, session_id: object, args: tuple[Any, ...], write: bool
+    ) -> Any:
         fn = getattr(queue, f"sqlite_{name}")
         if not write:
             return await self._call(lambda: self._queue_read(fn, args))
-        session_id = args[0].session_id if name in ("enqueue", "renew", "abandon") else args[0]
 
         def apply(conn: sqlite3.Connection) -> Any:
             self._ensure_queue(conn)
             return fn(conn, *args)
 
-        result = await self._call(lambda: self._write(session_id, name, apply))
+        result = await self._call(lambda: self._write(str(session_id), name, apply))
         self._queue_ready = True  # the tables exist now: that transaction committed
         return result
 
     def _queue_read(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         conn = self._connection()
-        if not self._queue_ready and not _has_queue(conn):
-            return ()  # nothing was ever queued in this database
+        if not self._queue_ready:
+            if not _has_queue(conn):
+                return ()  # nothing was ever queued in this database
+            self._queue_ready = True  # created by another store or process
         return fn(conn, *args)
 
     def _ensure_queue(self, conn: sqlite3.Connection) -> None:

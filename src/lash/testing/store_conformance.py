@@ -1113,6 +1113,32 @@ class StoreConformance:
 
         self.run(make_store, body)
 
+    def test_text_no_backend_can_store_is_refused_alike(self, make_store: StoreFactory) -> None:
+        """NUL characters and lone surrogates in any id: the same ``ValueError`` everywhere."""
+
+        async def body(store: SessionStore) -> None:
+            with pytest.raises(ValueError, match="turn id must be valid Unicode"):
+                await store.load_turn("s", "t\ud800")
+            with pytest.raises(ValueError, match="node id must not contain NUL"):
+                await store.tombstone("s", ["n\x00"])
+            bad = [
+                RuntimeCommit(
+                    session_id="s", expected_revision=None, messages=_texts("bad\x00", 1)
+                ),
+                RuntimeCommit(session_id="s", expected_revision=None, frame_id="f\ud800"),
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=None,
+                    usage=(UsageRow(source="s\x00", model="m", usage=LlmUsage()),),
+                ),
+            ]
+            for commit in bad:
+                with pytest.raises(ValueError, match=r"must not contain NUL|valid Unicode"):
+                    await store.commit(commit)
+            assert await store.load("s") is None
+
+        self.run(make_store, body)
+
     # ------------------------------------------------------------ queued work
 
     def test_queued_work_is_consumed_by_the_turn_commit(self, make_store: StoreFactory) -> None:
