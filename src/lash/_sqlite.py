@@ -52,6 +52,19 @@ def enable_wal(conn: sqlite3.Connection, *, timeout: float = BUSY_TIMEOUT_S) -> 
             delay = min(delay * 2, 0.05)
 
 
+def in_write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``; roll back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
 class SqliteThread:
     """One SQLite connection, opened and used only on one worker thread.
 

@@ -116,16 +116,3 @@ class SqliteWorker:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-
-
-def in_write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``fn`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``; roll back on any exception."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return result

@@ -18,10 +18,11 @@ from typing import Any
 import msgspec
 
 from .._closing import AsyncClosing
+from .._sqlite import in_write_transaction
 from ..kernel.attachments import AttachmentRef
 from ..runtime.effects import DurabilityTier
 from ..store.base import check_session_id
-from ._sqlite import SqliteWorker, in_write_transaction
+from ._sqlite import SqliteWorker
 from .base import (
     DEFAULT_CLOCK,
     AttachmentCorrupt,

@@ -18,15 +18,16 @@ from collections.abc import Iterable, Iterator, Sequence
 import msgspec
 
 from ..kernel.messages import Message
-from .base import GraphError, GraphNode, RuntimeCommit
+from .base import GraphError, GraphNode, RuntimeCommit, StoreCorruptError
 
 __all__ = [
     "ProjectionEntry",
     "SessionGraph",
     "active_path",
     "check_commit_graph",
-    "descendants",
-    "resolve_parents",
+    "hidden_subtree",
+    "resolve_parent_ids",
+    "stored_path",
 ]
 
 
@@ -95,20 +96,56 @@ def check_replacement(session_id: str, nodes: Sequence[GraphNode], leaf_id: str 
         raise GraphError(session_id, leaf_id, "unknown_leaf", "the leaf is not in the new graph")
 
 
-def resolve_parents(rows: Iterable[tuple[str, str | None, Message]]) -> list[GraphNode]:
-    """Stored rows ``(node_id, parent, message)`` in commit order as nodes.
+def resolve_parent_ids(rows: Iterable[tuple[str, str | None]]) -> dict[str, str | None]:
+    """Stored ``(node_id, parent)`` rows in commit order as ``{node_id: parent_id}``.
 
     A row stores its parent only at a branch point: ``None`` means the row just
     before it (and, for the first row, the root).
     """
-    nodes: list[GraphNode] = []
+    parents: dict[str, str | None] = {}
     previous: str | None = None
-    for node_id, parent, message in rows:
-        nodes.append(
-            GraphNode(message=message, parent_id=parent if parent is not None else previous)
-        )
+    for node_id, parent in rows:
+        parents[node_id] = parent if parent is not None else previous
         previous = node_id
-    return nodes
+    return parents
+
+
+def hidden_subtree(
+    session_id: str, parents: dict[str, str | None], leaf: str | None, ids: Iterable[str]
+) -> set[str]:
+    """The live nodes ``tombstone(ids)`` hides: the known ``ids`` and everything below them.
+
+    ``parents`` maps every live node to its parent, in commit order. Unknown ids
+    are ignored; a hidden node on the active path is a ``GraphError``.
+    """
+    hidden = {i for i in ids if i in parents}
+    if not hidden:
+        return hidden
+    for nid, parent in parents.items():  # commit order: parents come first
+        if parent in hidden:
+            hidden.add(nid)
+    for nid in active_path(parents, leaf):
+        if nid in hidden:
+            raise GraphError(
+                session_id, nid, "on_active_path", "it is on the active path; branch away first"
+            )
+    return hidden
+
+
+def stored_path(
+    session_id: str, nodes: Sequence[GraphNode], leaf: str | None
+) -> tuple[Message, ...]:
+    """The active path's messages of loaded ``nodes``; a broken graph is ``StoreCorruptError``."""
+    by_id = {n.id: n for n in nodes}
+    if leaf is not None and leaf not in by_id:
+        raise StoreCorruptError(session_id, "sessions", session_id, f"leaf {leaf!r} is no node")
+    try:
+        path = active_path({n.id: n.parent_id for n in nodes}, leaf)
+    except KeyError as exc:
+        raise StoreCorruptError(
+            session_id, "messages", str(exc.args[0]), "the active path reaches a missing parent"
+        ) from None
+    return tuple(by_id[i].message for i in path)
 
 
 def active_path(parents: dict[str, str | None], leaf_id: str | None) -> list[str]:
@@ -120,15 +157,6 @@ def active_path(parents: dict[str, str | None], leaf_id: str | None) -> list[str
         node = parents[node]
     path.reverse()
     return path
-
-
-def descendants(nodes: Iterable[GraphNode], roots: Iterable[str]) -> set[str]:
-    """``roots`` and every node below them (nodes in commit order, parents first)."""
-    found = set(roots)
-    for node in nodes:
-        if node.parent_id in found:
-            found.add(node.id)
-    return found
 
 
 class SessionGraph:

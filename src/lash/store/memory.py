@@ -24,7 +24,7 @@ from .base import (
     check_session_id,
     check_turn_id,
 )
-from .graph import active_path, descendants
+from .graph import active_path, hidden_subtree
 from .queue import MemoryQueue
 
 
@@ -184,15 +184,8 @@ class MemoryStore(QueueOps):
         s = self._sessions.get(check_session_id(session_id))
         if s is None:
             return 0
-        live = s.live()
-        known = [i for i in ids if i in s.nodes and i not in s.dead]
-        hidden = descendants(live, known)
-        on_path = hidden.intersection(s.path())
-        if on_path:
-            first = next(i for i in s.path() if i in on_path)
-            raise GraphError(
-                session_id, first, "on_active_path", "it is on the active path; branch away first"
-            )
+        parents = {n.id: n.parent_id for n in s.live()}
+        hidden = hidden_subtree(session_id, parents, s.leaf, ids)
         s.dead |= hidden
         return len(hidden)
 

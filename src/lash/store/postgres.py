@@ -66,7 +66,7 @@ from .base import (
     check_session_id,
     check_turn_id,
 )
-from .graph import active_path
+from .graph import hidden_subtree, stored_path
 from .queue import postgres_complete, postgres_queue_schema
 
 __all__ = ["SCHEMA_VERSION", "PostgresSchemaError", "PostgresStore"]
@@ -383,20 +383,10 @@ class PostgresStore(QueueOps):
             for nid, parent, data in message_rows
         )
         leaf = head[4]
-        parents = {n.id: n.parent_id for n in nodes}
-        try:
-            if leaf is not None and leaf not in parents:
-                raise KeyError(leaf)
-            path = active_path(parents, leaf)
-        except KeyError as exc:
-            raise StoreCorruptError(
-                session_id, "messages", str(exc.args[0]), "the active path reaches a missing node"
-            ) from None
-        by_id = {n.id: n.message for n in nodes}
         return StoredSession(
             session_id=session_id,
             revision=head[0],
-            messages=tuple(by_id[i] for i in path),
+            messages=stored_path(session_id, nodes, leaf),
             turn_index=head[1],
             iteration=head[2],
             frame_id=head[3],
@@ -453,20 +443,9 @@ class PostgresStore(QueueOps):
                 sid, leaf = head
                 await cur.execute(q.live_parents, (sid,))
                 parents: dict[str, str | None] = dict(await cur.fetchall())
-                hidden = {i for i in ids if i in parents}
+                hidden = hidden_subtree(session_id, parents, leaf, ids)
                 if not hidden:
                     return 0
-                for nid, parent in parents.items():  # commit order: parents first
-                    if parent in hidden:
-                        hidden.add(nid)
-                for nid in active_path(parents, leaf):
-                    if nid in hidden:
-                        raise GraphError(
-                            session_id,
-                            nid,
-                            "on_active_path",
-                            "it is on the active path; branch away first",
-                        )
                 await cur.execute(q.mark_dead, (sid, sorted(hidden)))
         except psycopg.Error as exc:
             raise StoreError(

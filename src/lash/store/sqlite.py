@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from .._closing import AsyncClosing
-from .._sqlite import SqliteThread, connect, enable_wal
+from .._sqlite import SqliteThread, connect, enable_wal, in_write_transaction
 from ..kernel.codec import encode
 from ..kernel.llm import LlmUsage
 from ..runtime.effects import DurabilityTier
@@ -33,6 +33,7 @@ from .base import (
     CommitResult,
     CommittedTurn,
     GraphError,
+    GraphNode,
     HeadRevisionConflict,
     RuntimeCommit,
     StoreCorruptError,
@@ -46,7 +47,7 @@ from .base import (
     check_session_id,
     check_turn_id,
 )
-from .graph import active_path, resolve_parents
+from .graph import hidden_subtree, resolve_parent_ids, stored_path
 from .queue import SQLITE_QUEUE_SCHEMA, sqlite_complete
 
 T = TypeVar("T")
@@ -173,7 +174,13 @@ class SqliteStore(QueueOps, AsyncClosing):
         rows = [_pack(_encode_message(m)) for m in _commit_messages(commit)]
         usage = sum_usage(commit)
         record = encode_record(commit)
-        return await self._call(lambda: self._commit_sync(commit, rows, usage, record))
+        stamp = commit.stamp
+        what = "commit" if stamp is None else f"turn {stamp.turn_id!r} commit"
+        return await self._call(
+            lambda: self._write(
+                commit.session_id, what, lambda c: self._apply(c, commit, rows, usage, record)
+            )
+        )
 
     async def load_turn(self, session_id: str, turn_id: str) -> CommittedTurn | None:
         """The landed commit of ``turn_id`` with its record and messages, or None."""
@@ -423,21 +430,13 @@ class SqliteStore(QueueOps, AsyncClosing):
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction; any failure rolls it back."""
         conn = self._connection()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            finally:
-                self._rows_written = conn.total_changes
+            return in_write_transaction(conn, fn)
         except sqlite3.Error as exc:
             raise StoreError(
                 f"session {session_id!r}: {what} failed and was rolled back: {exc}"
             ) from exc
-        return result
+        finally:
+            self._rows_written = conn.total_changes
 
     def _tombstone_sync(self, session_id: str, ids: list[str]) -> int:
         def apply(conn: sqlite3.Connection) -> int:
@@ -452,22 +451,8 @@ class SqliteStore(QueueOps, AsyncClosing):
                 (sid,),
             ).fetchall()
             rows.sort(key=_seq_of)
-            parents = _parents(rows)
-            known = [i for i in ids if i in parents]
-            if not known:
-                return 0
-            hidden = set(known)
-            for nid, parent in parents.items():  # commit order: parents come first
-                if parent in hidden:
-                    hidden.add(nid)
-            for nid in active_path(parents, leaf):
-                if nid in hidden:
-                    raise GraphError(
-                        session_id,
-                        nid,
-                        "on_active_path",
-                        "it is on the active path; branch away first",
-                    )
+            parents = resolve_parent_ids((nid, parent) for _, nid, parent in rows)
+            hidden = hidden_subtree(session_id, parents, leaf, ids)
             conn.executemany(
                 "UPDATE messages SET dead = 1 WHERE sid = ? AND node_id = ?",
                 [(sid, nid) for nid in hidden],
@@ -499,37 +484,6 @@ class SqliteStore(QueueOps, AsyncClosing):
             return int(removed)
 
         return self._write(session_id, "vacuum", apply)
-
-    def _commit_sync(
-        self,
-        commit: RuntimeCommit,
-        rows: list[str | bytes],
-        usage: dict[tuple[str, str], LlmUsage],
-        record: str | bytes | None,
-    ) -> CommitResult:
-        conn = self._connection()
-        session_id = commit.session_id
-        stamp = commit.stamp
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = self._apply(conn, commit, rows, usage, record)
-                if result.replayed:
-                    conn.execute("ROLLBACK")  # nothing was written
-                else:
-                    conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            finally:
-                self._rows_written = conn.total_changes
-        except sqlite3.Error as exc:
-            turn = f" turn {stamp.turn_id!r}" if stamp is not None else ""
-            raise StoreError(
-                f"session {session_id!r}{turn}: commit failed and was rolled back: {exc}"
-            ) from exc
-        return result
 
     def _apply(
         self,
@@ -625,43 +579,26 @@ def _seq_of(row: tuple[Any, ...]) -> int:
     return int(row[0])
 
 
-def _parents(rows: list[Any]) -> dict[str, str | None]:
-    """``(seq, node_id, parent)`` rows in commit order as ``{node_id: parent_id}``."""
-    parents: dict[str, str | None] = {}
-    previous: str | None = None
-    for _, nid, parent in rows:
-        parents[nid] = parent if parent is not None else previous
-        previous = nid
-    return parents
-
-
 def _stored_session(
     session_id: str, head: Any, node_rows: list[Any], usage: tuple[UsageRow, ...]
 ) -> StoredSession:
     """The loaded session from its head row and its live node rows in commit order."""
-    nodes = resolve_parents(
-        (nid, parent, _decode_message(session_id, nid, data)) for _, nid, parent, data in node_rows
+    parents = resolve_parent_ids((nid, parent) for _, nid, parent, _ in node_rows)
+    nodes = tuple(
+        GraphNode(message=_decode_message(session_id, nid, data), parent_id=parents[nid])
+        for _, nid, _, data in node_rows
     )
-    by_id = {n.id: n for n in nodes}
     leaf = head[5]
-    if leaf is not None and leaf not in by_id:
-        raise StoreCorruptError(session_id, "sessions", session_id, f"leaf {leaf!r} is no node")
-    try:
-        path = active_path({n.id: n.parent_id for n in nodes}, leaf)
-    except KeyError as exc:
-        raise StoreCorruptError(
-            session_id, "messages", str(exc.args[0]), "the active path reaches a missing parent"
-        ) from None
     return StoredSession(
         session_id=session_id,
         revision=head[1],
-        messages=tuple(by_id[i].message for i in path),
+        messages=stored_path(session_id, nodes, leaf),
         turn_index=head[2],
         iteration=head[3],
         frame_id=head[4],
         usage=usage,
         leaf_id=leaf,
-        nodes=tuple(nodes),
+        nodes=nodes,
     )
 
 
