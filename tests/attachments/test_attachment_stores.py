@@ -347,3 +347,35 @@ def test_file_store_root_must_be_a_directory(tmp_path: Path) -> None:
         FileAttachmentStore(target)
     with pytest.raises(ValueError, match="directory"):
         SqliteAttachmentStore(tmp_path)
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_a_session_put_hashes_the_bytes_once(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session wrapper hands the store bytes it already hashed (no second SHA-256)."""
+    import lash.attachments.base as base
+    from lash.attachments import SessionAttachments
+
+    calls: list[int] = []
+    real = base.content_id
+
+    def counting(data: bytes) -> str:
+        calls.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(base, "content_id", counting)
+
+    async def body() -> None:
+        store = make_store(kind, tmp_path, FakeClock())
+        session = SessionAttachments(store, MemoryAttachmentManifest(), "s")
+        try:
+            ref = await session.put(PNG, mime="image/png", label="dot")
+            assert calls == [len(PNG)]
+            assert ref.id == real(PNG)
+            assert await store.get(ref.id) == PNG
+            assert (await store.meta(ref.id)).label == "dot"
+        finally:
+            await store.aclose()
+
+    run(body())

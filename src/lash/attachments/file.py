@@ -135,6 +135,10 @@ class FileAttachmentStore(AsyncClosing):
     ) -> AttachmentRef:
         """Store ``data`` under its SHA-256; see ``AttachmentStore.put``."""
         blob, ref = await prepare_put(data, mime=mime, width=width, height=height, label=label)
+        return await self.put_prepared(blob, ref)
+
+    async def put_prepared(self, blob: bytes, ref: AttachmentRef) -> AttachmentRef:
+        """Store bytes already hashed by ``prepare_put`` (``ref`` must be theirs)."""
         await self._run(self._put_sync, ref, blob, self._clock())
         return ref
 

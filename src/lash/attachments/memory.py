@@ -49,6 +49,10 @@ class MemoryAttachmentStore:
     ) -> AttachmentRef:
         """Store ``data`` under its SHA-256; see ``AttachmentStore.put``."""
         blob, ref = await prepare_put(data, mime=mime, width=width, height=height, label=label)
+        return await self.put_prepared(blob, ref)
+
+    async def put_prepared(self, blob: bytes, ref: AttachmentRef) -> AttachmentRef:
+        """Store bytes already hashed by ``prepare_put`` (``ref`` must be theirs)."""
         self._check_open()
         prior = self._items.get(ref.id)
         self._items[ref.id] = (prior[0] if prior else blob, ref, self._clock())

@@ -77,6 +77,10 @@ class SessionAttachments:
         """Record this session's intent, then store the bytes; returns their reference."""
         blob, ref = await prepare_put(data, mime=mime, width=width, height=height, label=label)
         await self._manifest.record_intent(self._session_id, ref.id, at=self._clock())
+        put_prepared = getattr(self._store, "put_prepared", None)
+        if put_prepared is not None:  # the bytes are hashed once, here
+            stored: AttachmentRef = await put_prepared(blob, ref)
+            return stored
         return await self._store.put(blob, mime=mime, width=width, height=height, label=label)
 
     async def get(self, attachment_id: str) -> bytes:
