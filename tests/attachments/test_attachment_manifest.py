@@ -144,7 +144,8 @@ def test_session_put_records_the_intent_before_the_bytes() -> None:
         manifest = MemoryAttachmentManifest()
         store = MemoryAttachmentStore(clock=clock)
 
-        real_intent, real_put = manifest.record_intent, store.put
+        # the session hands the store bytes it hashed itself (put_prepared)
+        real_intent, real_put = manifest.record_intent, store.put_prepared
 
         async def intent(*args: object, **kwargs: object) -> None:
             order.append("intent")
@@ -155,7 +156,7 @@ def test_session_put_records_the_intent_before_the_bytes() -> None:
             return await real_put(*args, **kwargs)  # type: ignore[arg-type]
 
         manifest.record_intent = intent  # type: ignore[method-assign]
-        store.put = put  # type: ignore[method-assign]
+        store.put_prepared = put  # type: ignore[method-assign]
         session = SessionAttachments(store, manifest, "s1", clock=clock)
         ref = await session.put(PNG, mime="image/jpg", label="x")
         assert order == ["intent", "put"]
