@@ -290,8 +290,8 @@ def check_commit(commit: RuntimeCommit) -> None:
     from .graph import check_commit_graph
 
     check_commit_graph(commit)
-    if commit.completed_claims:
-        check_completions(commit.completed_claims, session_id=session_id)
+    # Claim completions are checked by the backend's ``complete`` inside the
+    # commit's transaction (before it writes anything).
 
 
 def check_node_ids(node_ids: Iterable[str]) -> list[str]:
@@ -376,4 +376,4 @@ class SessionStore(Protocol):
 
 
 # ``queue`` builds on this module (StoreError); import it last, for the commit's claims.
-from .queue import ClaimCompletion, check_completions  # noqa: E402
+from .queue import ClaimCompletion  # noqa: E402
