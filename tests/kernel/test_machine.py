@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import NoReturn
 
 import pytest
 from scripted import (
@@ -41,7 +42,6 @@ from lash.kernel.driver import (
     EmitEvent,
     Finish,
     FinishWith,
-    ScheduleTurnLimitFinal,
     StartCheckpoint,
     StartExec,
     StartLlm,
@@ -1572,37 +1572,6 @@ def test_turn_limit_message_factory_is_configurable() -> None:
     assert host.done.outcome == finished_text("two")
 
 
-def test_schedule_turn_limit_final_only_when_due() -> None:
-    note = _note("limit", "last chance")
-
-    def prepare(ctx: object) -> list[object]:
-        return [
-            AdvanceIteration(),
-            ScheduleTurnLimitFinal(message=note),
-            StartCheckpoint(
-                kind=CheckpointKind.BEFORE_COMPLETION,
-                on_empty=FinishWith(outcome=finished_text("")),
-            ),
-        ]
-
-    more = Inject(messages=[InjectedMessage(role=Role.USER, content="more")])
-    due = ScriptedHost(machine(config(FnDriver(prepare=prepare), max_turns=1)), checkpoints=[more])
-    due.run()
-    assert trace(due.effects) == [
-        "Progress(iter=1, delta=[u0,limit])",
-        "Checkpoint#1(before_completion)",
-        "Progress(iter=2, delta=[m0])",
-        "Done(stopped:max_turns)",
-    ]
-    not_due = ScriptedHost(machine(config(FnDriver(prepare=prepare), max_turns=2)))
-    not_due.run()
-    assert trace(not_due.effects) == [
-        "Progress(iter=1, delta=[u0])",
-        "Checkpoint#1(before_completion)",
-        "Done(finished:assistant_message)",
-    ]
-
-
 def test_iteration_offset_is_where_the_turn_starts() -> None:
     m = TurnMachine(config(tools=(READ,)), inputs=[USER], iteration_offset=5)
     assert m.iteration == 5
@@ -1719,6 +1688,31 @@ def test_broken_tool_handler_raises_and_changes_nothing() -> None:
     with pytest.raises(DriverContractError, match="got StartCheckpoint, StartCheckpoint"):
         m.respond(ToolResults(id=1, results=(complete(calls[0], "x"),)))
     assert snapshot(m) == before
+
+
+def _raise_after_minting(ctx: TurnMachine, *_: object) -> NoReturn:
+    ctx.new_message_id()
+    raise RuntimeError("driver bug")
+
+
+def test_raising_llm_handler_changes_nothing() -> None:
+    m = machine(config(FnDriver(llm=_raise_after_minting)))
+    drain(m)
+    before = snapshot(m)
+    with pytest.raises(RuntimeError, match="driver bug"):
+        m.respond(LlmCompleted(id=1, response=reply("x", usage=usage(5, 5))))
+    assert snapshot(m) == before
+    assert m.usage == LlmUsage()
+    assert m.new_message_id() == "m0"
+
+
+def test_raising_prepare_changes_nothing() -> None:
+    m = machine(config(FnDriver(prepare=_raise_after_minting)))
+    before = snapshot(m)
+    with pytest.raises(RuntimeError, match="driver bug"):
+        m.poll()
+    assert snapshot(m) == before
+    assert m.new_message_id() == "m0"
 
 
 # ================================================================ determinism (departure 10)

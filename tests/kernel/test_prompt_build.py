@@ -103,7 +103,6 @@ def test_build_prompt_merges_layers_and_extras_then_normalizes() -> None:
         PromptBuildInput(
             execution_prompt="ignored by this template",
             tool_names=("ask",),
-            omitted_tool_count=3,
             layers=(layer,),
             extra_contributions=(
                 PromptContribution.guidance("Extra", "  from extra  "),
@@ -119,18 +118,12 @@ def test_build_prompt_merges_layers_and_extras_then_normalizes() -> None:
         f"## Guidance\n\n{ask_guidance}\n\n"
         "### Extra\n\nfrom extra\n\n### Layer\n\nfrom layer"
     )
-    assert prepared.context.omitted_tool_count == 3
     assert contents(prepared.context.contributions) == ["from extra", "from layer"]
 
 
 def test_build_prompt_without_anything_renders_intro_and_guidance() -> None:
     prepared = build_prompt(PromptBuildInput())
     assert prepared.system_prompt == f"{MAIN_AGENT_INTRO}\n\n## Guidance\n\n{GUIDANCE}"
-
-
-def test_build_input_rejects_negative_omitted_tool_count() -> None:
-    with pytest.raises(ValueError, match="omitted_tool_count must be >= 0, got -1"):
-        PromptBuildInput(omitted_tool_count=-1)
 
 
 # --- PromptBuilder memo --------------------------------------------------------

@@ -8,20 +8,32 @@ import msgspec
 import pytest
 
 from lash.kernel import codec
+from lash.kernel import render as render_module
 from lash.kernel.attachments import AttachmentRef
+from lash.kernel.effects import (
+    Checkpoint,
+    CheckpointDelivered,
+    LlmCall,
+    LlmCompleted,
+    ToolCalls,
+    ToolResults,
+)
 from lash.kernel.llm import (
     GenerationOptions,
     ImageBlock,
     JsonObjectOutput,
     LlmMessage,
+    LlmResponse,
     LlmRole,
     LlmToolSpec,
     ProviderReplayMeta,
     ReasoningBlock,
     ReasoningReplay,
     ResponseTextMeta,
+    TerminalReason,
     TextBlock,
     ToolCallBlock,
+    ToolCallOutput,
     ToolChoice,
     ToolResultBlock,
 )
@@ -44,12 +56,14 @@ from lash.kernel.protocols.standard import StandardDriver
 from lash.kernel.render import (
     TURN_EVENTS_HEADER,
     RenderCache,
+    RenderedMessage,
     chat_text,
     messages_are_prompt_resume_safe,
     render_message,
     render_prompt,
     render_turn_causes,
 )
+from lash.kernel.tools.output import CompletedToolCall, TextReturn, ToolOutput
 
 IMG1 = AttachmentRef(id="1" * 64, mime="image/png", byte_len=10)
 IMG2 = AttachmentRef(id="2" * 64, mime="image/jpeg", byte_len=20, label="photo")
@@ -458,11 +472,11 @@ def test_render_cache_reuses_only_identical_messages() -> None:
 
 
 def test_projector_memo_gives_the_same_request_as_a_fresh_projector() -> None:
-    projector = ChatProjector()
+    memo = RenderCache()
     history = [user_message("u0", "a"), msg("a0", Role.ASSISTANT, part(PartKind.PROSE, "b"))]
 
-    def req(messages: list[Message], p: ChatProjector) -> object:
-        return p.project(
+    def req(messages: list[Message], cache: RenderCache | None) -> object:
+        return ChatProjector().project(
             ProjectionInput(
                 model="m",
                 system_prompt="s",
@@ -470,13 +484,88 @@ def test_projector_memo_gives_the_same_request_as_a_fresh_projector() -> None:
                 messages=messages,
                 turn_causes=(),
                 use_tools=True,
+                render_cache=cache,
             )
         )
 
-    assert req(history, projector) == req(history, ChatProjector())
+    assert req(history, memo) == req(history, None)
     longer = [*history, user_message("u1", "c")]
-    assert req(longer, projector) == req(longer, ChatProjector())
-    assert req(history[:1], projector) == req(history[:1], ChatProjector())
+    assert req(longer, memo) == req(longer, None)
+    assert req(history[:1], memo) == req(history[:1], None)
+
+
+@pytest.fixture
+def rendered_ids(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Ids of the messages ``render_message`` renders from now on."""
+    ids: list[str] = []
+    real = render_module.render_message
+
+    def counting(message: Message) -> RenderedMessage:
+        ids.append(message.id)
+        return real(message)
+
+    monkeypatch.setattr(render_module, "render_message", counting)
+    return ids
+
+
+def _call_the_model_once(m: TurnMachine) -> None:
+    """Answer effects until the next model call, then ask for one ``read``."""
+    while (effect := m.poll()) is not None:
+        if isinstance(effect, LlmCall):
+            ask = ToolCallOutput(call_id=f"c{effect.id}", tool_name="read", input_json="{}")
+            response = LlmResponse(parts=(ask,), terminal_reason=TerminalReason.TOOL_USE)
+            m.respond(LlmCompleted(id=effect.id, response=response))
+            return
+        if isinstance(effect, ToolCalls):
+            done = tuple(
+                CompletedToolCall(
+                    call_id=c.call_id,
+                    tool_name=c.tool_name,
+                    args=c.args,
+                    output=ToolOutput.success("ok"),
+                    model_return=(TextReturn(text="ok"),),
+                )
+                for c in effect.calls
+            )
+            m.respond(ToolResults(id=effect.id, results=done))
+        elif isinstance(effect, Checkpoint):
+            m.respond(CheckpointDelivered(id=effect.id))
+
+
+def test_machines_sharing_a_config_keep_their_own_render_memo(rendered_ids: list[str]) -> None:
+    cfg = MachineConfig(driver=StandardDriver(), model="m", tools=(LlmToolSpec(name="read"),))
+    sessions = [
+        TurnMachine(
+            cfg,
+            [user_message(f"{s}.h{i}", "earlier") for i in range(50)],
+            inputs=[user_message(f"{s}.u", "hi")],
+            message_ids=lambda n, s=s: f"{s}.m{n}",  # type: ignore[misc]
+        )
+        for s in ("a", "b")
+    ]
+    for _ in range(3):
+        for m in sessions:
+            _call_the_model_once(m)
+    # Each machine renders its 51 messages once, then per call only the two new
+    # ones (the model's tool call and its result), however the calls interleave.
+    assert len(rendered_ids) == 2 * (51 + 2 + 2)
+    assert [i for i in rendered_ids if i.startswith("a.m")] == ["a.m0", "a.m1", "a.m2", "a.m3"]
+
+
+def test_a_host_can_carry_one_render_cache_across_a_sessions_turns(
+    rendered_ids: list[str],
+) -> None:
+    cfg = MachineConfig(driver=StandardDriver(), model="m")
+    cache = RenderCache()
+    history = [user_message(f"h{i}", "earlier") for i in range(20)]
+    first = TurnMachine(cfg, history, inputs=[user_message("u1", "hi")], render_cache=cache)
+    first.project_request()
+    second = TurnMachine(
+        cfg, first.messages, inputs=[user_message("u2", "again")], render_cache=cache
+    )
+    request = second.project_request()
+    assert rendered_ids == [*(m.id for m in history), "u1", "u2"]
+    assert request == TurnMachine(cfg, second.messages).project_request()
 
 
 def test_llm_message_is_blank() -> None:

@@ -76,6 +76,15 @@ def test_bad_tool_sets_are_definition_errors() -> None:
         standard_config(model="m", tools=[READ, READ])
 
 
+def test_a_user_tool_named_batch_is_refused() -> None:
+    mine = ToolDefinition(name="batch", description="My own batch.")
+    reserved = "tool name 'batch' is reserved for the built-in batch tool; pick another name"
+    with pytest.raises(ToolDefinitionError, match=reserved):
+        standard_surface([READ, mine])
+    with pytest.raises(ToolDefinitionError, match=reserved):
+        standard_config(model="m", tools=[mine])
+
+
 def test_built_machine_sends_prompt_and_tools_and_finishes() -> None:
     cfg = standard_config(model="m1", tools=[READ])
     machine = TurnMachine(cfg, inputs=[user_message("u1", "hi")])

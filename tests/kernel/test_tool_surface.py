@@ -74,7 +74,6 @@ def test_surface_splits_callable_and_showcased_tools() -> None:
 
     assert [t.name for t in surface.callable_tools] == ["search_tools", "read_file", "grep"]
     assert [t.name for t in surface.showcased_tools] == ["search_tools", "read_file"]
-    assert surface.omitted_tool_count == 2
     assert surface.tool_names == ("search_tools", "read_file", "grep")
     assert surface.prompt_tool_docs == (
         "### await tools.search_tools({ path: str })? -> str\n"

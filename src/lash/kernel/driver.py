@@ -81,12 +81,6 @@ class AdvanceIteration(msgspec.Struct, **_S):
     """Count one more protocol iteration."""
 
 
-class ScheduleTurnLimitFinal(msgspec.Struct, **_S):
-    """Add the turn-limit note if it is due; the next extension then stops the turn."""
-
-    message: Message
-
-
 class Finish(msgspec.Struct, **_S):
     """End the turn; later actions in the same batch are dropped."""
 
@@ -101,7 +95,6 @@ DriverAction: TypeAlias = (
     | StartExec
     | StartCheckpoint
     | AdvanceIteration
-    | ScheduleTurnLimitFinal
     | Finish
 )
 

@@ -6,7 +6,6 @@ classify values the way a JSON document would.
 
 from __future__ import annotations
 
-import math
 from typing import Any, TypeAlias
 
 JsonValue: TypeAlias = Any
@@ -53,26 +52,3 @@ def strict_json_eq(a: object, b: object) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(strict_json_eq(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
-
-
-def check_json_value(value: object, path: str = "$") -> None:
-    """Raise ``ValueError`` naming the path of anything that is not plain finite JSON."""
-    if value is None or isinstance(value, (bool, str)):
-        return
-    if isinstance(value, int):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{path}: non-finite number {value!r} is not valid JSON")
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            check_json_value(item, f"{path}[{i}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"{path}: object key {key!r} is not a string")
-            check_json_value(item, f"{path}.{key}")
-        return
-    raise ValueError(f"{path}: {type(value).__name__} is not a JSON value")

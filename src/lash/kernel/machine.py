@@ -29,7 +29,6 @@ from .driver import (
     FinishWith,
     ProtocolDriver,
     ResumeAction,
-    ScheduleTurnLimitFinal,
     StartCheckpoint,
     StartExec,
     StartLlm,
@@ -90,6 +89,7 @@ from .messages import (
 )
 from .outcome import Stopped, StopReason, TurnOutcome
 from .projector import ChatProjector, ContextProjector, ProjectionInput
+from .render import RenderCache
 from .tools.output import CompletedToolCall, PendingToolCall
 
 _S = {"frozen": True, "kw_only": True, "omit_defaults": True}
@@ -236,13 +236,22 @@ class MachineConfig:
 
 
 _START_ACTIONS = frozenset({StartLlm, StartTools, StartExec, StartCheckpoint})
-_EFFECT_NAMES = {
-    SyncExecutionSurface: "SyncExecutionSurface",
-    LlmCall: "LlmCall",
-    ToolCalls: "ToolCalls",
-    ExecCode: "ExecCode",
-    Checkpoint: "Checkpoint",
-}
+
+
+def _check_driver_contract(actions: Sequence[DriverAction]) -> None:
+    """Raise ``DriverContractError`` unless ``actions`` hold one start action or a finish."""
+    starts = finishes = 0
+    for action in actions:
+        kind = type(action)
+        if kind in _START_ACTIONS:
+            starts += 1
+        elif kind is Finish:
+            finishes += 1
+    if starts > 1 or (starts == 0 and finishes == 0):
+        got = ", ".join(type(a).__name__ for a in actions) or "no actions"
+        raise DriverContractError(
+            f"a driver must return exactly one start action or a finish action; got {got}"
+        )
 
 
 def _response_chars(response: LlmResponse) -> int:
@@ -269,6 +278,9 @@ class TurnMachine:
     event messages for ``turn_causes``). Effect ids count 1, 2, 3, ... per turn.
     ``message_ids`` (default: the config's) mints this turn's message ids from a
     counter; hosts pass a turn-scoped factory so ids never collide across turns.
+    ``render_cache`` memoizes rendered history for this machine's requests
+    (default: a fresh one); a host may pass one cache per session so later turns
+    render only their new messages, but never share one across sessions.
     """
 
     __slots__ = (
@@ -284,6 +296,7 @@ class TurnMachine:
         "_next_message_seq",
         "_outstanding",
         "_queue",
+        "_render_cache",
         "_state",
         "_surface",
         "_synced_iteration",
@@ -301,6 +314,7 @@ class TurnMachine:
         turn_causes: Sequence[TurnCause] = (),
         iteration_offset: int = 0,
         message_ids: Callable[[int], str] | None = None,
+        render_cache: RenderCache | None = None,
     ) -> None:
         self._cfg = config
         self._message_ids = message_ids or config.message_ids
@@ -320,6 +334,7 @@ class TurnMachine:
         self._turn_limit_scheduled = False
         self._synced_iteration: int | None = None
         self._surface: ExecutionSurface | None = None
+        self._render_cache = render_cache if render_cache is not None else RenderCache()
 
     # ------------------------------------------------------------ public API
 
@@ -399,7 +414,7 @@ class TurnMachine:
         if not isinstance(response, allowed) or rid != expected.id:
             names = " or ".join(t.__name__ for t in allowed)
             raise ProtocolError(
-                f"expected {names} for {_EFFECT_NAMES[type(expected)]} #{expected.id}; "
+                f"expected {names} for {type(expected).__name__} #{expected.id}; "
                 f"got {type(response).__name__} for effect #{rid}"
             )
         _HANDLERS[type(response)](self, response)
@@ -456,12 +471,14 @@ class TurnMachine:
         checkpoint: TurnCheckpoint,
         *,
         message_ids: Callable[[int], str] | None = None,
+        render_cache: RenderCache | None = None,
     ) -> TurnMachine:
         """Rebuild a machine; it re-issues the outstanding effect with the same id and payload.
 
-        Pass the same ``message_ids`` factory the original machine used.
+        Pass the same ``message_ids`` factory the original machine used; the
+        render cache is a memo, not state, so any (or none) will do.
         """
-        m = cls(config, message_ids=message_ids)
+        m = cls(config, message_ids=message_ids, render_cache=render_cache)
         cp = checkpoint
         m._messages = list(cp.messages)
         m._history_len = cp.history_len
@@ -514,6 +531,7 @@ class TurnMachine:
                 generation=cfg.generation,
                 run_session_id=cfg.run_session_id,
                 output_spec=cfg.output_spec,
+                render_cache=self._render_cache,
             )
         )
 
@@ -579,27 +597,24 @@ class TurnMachine:
         self,
         call: Callable[[], Sequence[DriverAction]],
         prelude: Sequence[SessionEvent] = (),
+        usage: LlmUsage | None = None,
     ) -> None:
         """Ask the driver for actions, check the driver contract, then apply them.
 
-        ``prelude`` events are queued ahead of the actions, and only once the
-        actions pass the check; a broken driver changes nothing.
+        ``usage`` (the new cumulative usage) and the ``prelude`` events take
+        effect only once the actions pass the check. A driver that raises, or
+        breaks the contract, changes nothing: the message-id counter it may have
+        advanced is put back.
         """
         seq_before = self._next_message_seq
-        actions = call()
-        starts = finishes = 0
-        for action in actions:
-            kind = type(action)
-            if kind in _START_ACTIONS:
-                starts += 1
-            elif kind is Finish:
-                finishes += 1
-        if starts > 1 or (starts == 0 and finishes == 0):
+        try:
+            actions = call()
+            _check_driver_contract(actions)
+        except BaseException:
             self._next_message_seq = seq_before
-            got = ", ".join(type(a).__name__ for a in actions) or "no actions"
-            raise DriverContractError(
-                f"a driver must return exactly one start action or a finish action; got {got}"
-            )
+            raise
+        if usage is not None:
+            self._usage = usage
         for event in prelude:
             self._emit(event)
         self._apply(actions)
@@ -641,11 +656,6 @@ class TurnMachine:
                     self._iteration += 1
                     self._synced_iteration = None
                     dirty = True
-                case ScheduleTurnLimitFinal(message=message):
-                    if self.turn_limit_due() is not None:
-                        self._turn_limit_scheduled = True
-                        self._messages.append(message)
-                        dirty = True
                 case Finish(outcome=outcome):
                     if dirty:
                         self._progress()
@@ -737,17 +747,13 @@ class TurnMachine:
             self._finish(Stopped(reason=stop, message=message))
             return
         driver = self._cfg.driver
-        previous, self._usage = self._usage, cumulative
-        try:
-            self._run_driver(
-                lambda: driver.handle_llm_success(
-                    self, state.request, state.driver_state, resp, response.text_streamed
-                ),
-                prelude=(usage_event,),
-            )
-        except DriverContractError:
-            self._usage = previous
-            raise
+        self._run_driver(
+            lambda: driver.handle_llm_success(
+                self, state.request, state.driver_state, resp, response.text_streamed
+            ),
+            prelude=(usage_event,),
+            usage=cumulative,
+        )
 
     def _on_tools(self, response: ToolResults) -> None:
         state = self._state

@@ -192,12 +192,3 @@ class InjectedMessage(msgspec.Struct, **_S):
     content: str = ""
     parts: tuple[Part, ...] = ()
     origin: MessageOrigin | None = None
-
-    def first_text(self) -> str:
-        """The content, or the first text or prose part."""
-        if self.content:
-            return self.content
-        for p in self.parts:
-            if p.kind in (PartKind.TEXT, PartKind.PROSE):
-                return p.content
-        return ""

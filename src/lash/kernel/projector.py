@@ -33,6 +33,8 @@ class ProjectionInput(msgspec.Struct, kw_only=True):
     generation: GenerationOptions = msgspec.field(default_factory=GenerationOptions)
     run_session_id: str | None = None
     output_spec: OutputSpec | None = None
+    render_cache: RenderCache | None = None
+    """The caller's memo of rendered history; ``None`` renders from scratch."""
 
 
 class ContextProjector(Protocol):
@@ -47,14 +49,12 @@ class ChatProjector:
 
     Messages recording the turn's active causes are left out of the history and
     their text goes, as one user block, at the end of every request of the turn.
-    Rendered messages are memoized across calls (see ``RenderCache``), so a long
-    session does not pay to re-render its whole history on every call.
+    The projector is stateless; rendered messages are memoized in the input's
+    ``render_cache`` (one per machine), so concurrent sessions never evict each
+    other's memo.
     """
 
-    __slots__ = ("_cache",)
-
-    def __init__(self) -> None:
-        self._cache = RenderCache()
+    __slots__ = ()
 
     def project(self, data: ProjectionInput) -> LlmRequest:
         """Return the request for ``data``."""
@@ -63,7 +63,7 @@ class ChatProjector:
         if causes:
             active = {c.id for c in causes}
             history = [m for m in history if not (m.role is Role.EVENT and m.id in active)]
-        rendered, attachments = render_prompt(history, self._cache)
+        rendered, attachments = render_prompt(history, data.render_cache)
         messages: list[LlmMessage] = []
         if data.system_prompt.strip():
             messages.append(LlmMessage.text(LlmRole.SYSTEM, data.system_prompt))

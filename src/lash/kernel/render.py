@@ -147,26 +147,24 @@ def _render_into(
 def render_prompt(
     messages: Sequence[Message], cache: RenderCache | None = None
 ) -> tuple[tuple[LlmMessage, ...], tuple[AttachmentRef, ...]]:
-    """Render history into request messages and the attachments they reference."""
-    if cache is None:
-        out: list[LlmMessage] = []
-        attachments: list[AttachmentRef] = []
-        _render_into(messages, out, attachments)
-        return tuple(out), tuple(attachments)
+    """Render history into request messages and the attachments they reference.
+
+    With a ``cache``, a history that extends the memoized one renders only its tail.
+    """
     history = tuple(messages)
-    n = len(cache._prefix)
-    if n and len(history) >= n and history[:n] == cache._prefix:
-        tail_out: list[LlmMessage] = []
-        tail_attachments = list(cache._attachments)
-        _render_into(history[n:], tail_out, tail_attachments)
-        rendered = cache._rendered + tuple(tail_out)
-        all_attachments = tuple(tail_attachments)
-    else:
-        out = []
-        attachments = []
-        _render_into(history, out, attachments)
-        rendered, all_attachments = tuple(out), tuple(attachments)
-    cache._prefix, cache._rendered, cache._attachments = history, rendered, all_attachments
+    rendered: tuple[LlmMessage, ...] = ()
+    attachments: list[AttachmentRef] = []
+    start = 0
+    if cache is not None:
+        n = len(cache._prefix)
+        if n and len(history) >= n and history[:n] == cache._prefix:
+            rendered, attachments, start = cache._rendered, list(cache._attachments), n
+    out: list[LlmMessage] = []
+    _render_into(history[start:], out, attachments)
+    rendered += tuple(out)
+    all_attachments = tuple(attachments)
+    if cache is not None:
+        cache._prefix, cache._rendered, cache._attachments = history, rendered, all_attachments
     return rendered, all_attachments
 
 

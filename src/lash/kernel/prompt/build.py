@@ -134,13 +134,8 @@ class PromptBuildInput(msgspec.Struct, **_S):
 
     execution_prompt: str = ""
     tool_names: tuple[str, ...] = ()
-    omitted_tool_count: int = 0
     layers: tuple[PromptLayer, ...] = ()
     extra_contributions: tuple[PromptContribution, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.omitted_tool_count < 0:
-            raise ValueError(f"omitted_tool_count must be >= 0, got {self.omitted_tool_count}")
 
 
 class PreparedPrompt(msgspec.Struct, **_S):
@@ -156,7 +151,6 @@ def build_prompt(build_input: PromptBuildInput) -> PreparedPrompt:
     context = PromptContext(
         execution_prompt=build_input.execution_prompt,
         tool_names=build_input.tool_names,
-        omitted_tool_count=build_input.omitted_tool_count,
         contributions=normalize_contributions((*layered, *build_input.extra_contributions)),
     )
     return PreparedPrompt(context=context, system_prompt=template.render(context))

@@ -234,7 +234,6 @@ class PromptContext(msgspec.Struct, **_S):
 
     execution_prompt: str = ""
     tool_names: tuple[str, ...] = ()
-    omitted_tool_count: int = 0
     contributions: tuple[PromptContribution, ...] = ()
 
     def has_tool(self, name: str) -> bool:

@@ -31,6 +31,7 @@ from ..driver import (
     StartTools,
 )
 from ..effects import ExecResult
+from ..errors import ToolDefinitionError
 from ..events import LlmResponded, TextDelta, error_event
 from ..jsonvalue import json_type_name
 from ..llm import (
@@ -112,10 +113,22 @@ def parse_tool_arguments(input_json: str) -> tuple[dict[str, Any], str | None]:
 
 
 def standard_surface(tools: Sequence[ToolDefinition]) -> ToolSurface:
-    """The tool surface of the standard protocol: the given tools plus ``batch``."""
-    if any(t.name == BATCH_TOOL_NAME for t in tools):
-        return ToolSurface(tools)
-    return ToolSurface([*tools, batch_tool_definition()])
+    """The tool surface of the standard protocol: the given tools plus ``batch``.
+
+    ``batch`` is built in: the built-in definition may be passed back in (it is
+    then kept where it is), but any other tool of that name is a
+    ``ToolDefinitionError``.
+    """
+    builtin = batch_tool_definition()
+    for tool in tools:
+        if tool.name == BATCH_TOOL_NAME:
+            if tool != builtin:
+                raise ToolDefinitionError(
+                    f"tool name {BATCH_TOOL_NAME!r} is reserved for the built-in batch tool; "
+                    "pick another name"
+                )
+            return ToolSurface(tools)
+    return ToolSurface([*tools, builtin])
 
 
 def standard_config(

@@ -8,17 +8,14 @@ names, model tool specs, prompt docs) are computed on first use and kept.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping
 
 from ..errors import ToolDefinitionError
 from ..llm import LlmToolSpec
 from . import docs as _docs
-from .definition import Availability, ToolDefinition
+from .definition import _SEGMENT, Availability, ToolDefinition
 
 __all__ = ["ToolSurface", "ToolSurfaceEntry"]
-
-_SEGMENT = re.compile(r"[a-z0-9_]*[a-z][a-z0-9_]*")
 
 
 class ToolSurfaceEntry:
@@ -144,15 +141,6 @@ class ToolSurface:
         """True when the named tool exists and the model may call it."""
         entry = self._by_name.get(name)
         return entry is not None and entry.is_callable
-
-    @property
-    def omitted_tool_count(self) -> int:
-        """How many tools are searchable but not showcased (callable ones included)."""
-        return sum(
-            1
-            for e in self._entries
-            if e.availability.at_least(Availability.SEARCHABLE) and not e.is_showcased
-        )
 
     # -- memoized views ------------------------------------------------------------------
 
