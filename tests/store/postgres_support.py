@@ -4,13 +4,12 @@ As a script: ``python postgres_support.py race <url> <schema> <name> <rounds>``
 races to commit revisions 1..rounds (after a ``go`` line on stdin) and prints
 one JSON line per attempt; ``python postgres_support.py crash <url>
 <schema> <app-name>`` dies inside a huge commit's transaction (see
-``crash_child``).
+``store_crash_child``, whose huge commit it shares).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import random
@@ -20,25 +19,21 @@ import sys
 import time
 from typing import Any
 
-import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from store_crash_child import HEAD_USAGE as HEAD_USAGE
+from store_crash_child import HUGE as HUGE
+from store_crash_child import huge_commit
 
-from lash.kernel.llm import LlmUsage
 from lash.kernel.messages import user_message
-from lash.store.base import HeadRevisionConflict, RuntimeCommit, TurnStamp, UsageRow, commit_hash
+from lash.store.base import HeadRevisionConflict, RuntimeCommit
 
 URL = os.environ.get("LASH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 """The test server; CI and the project's machines run PostgreSQL 15 here."""
 
 RUN_PREFIX = f"lash_test_{os.getpid()}_{secrets.token_hex(3)}"
 """Schemas of this test run start with this, so parallel workers and reruns never collide."""
-
-HUGE = 12_000
-"""Messages in the crash test's commit: megabytes, so it takes the server a while."""
-
-HEAD_USAGE = UsageRow(source="model", model="m", usage=LlmUsage(input_tokens=1))
 
 
 def unreachable_reason(url: str = URL) -> str | None:
@@ -72,24 +67,6 @@ def drop_schemas(prefix: str, url: str = URL) -> None:
         ]
         for name in names:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
-
-
-def _noise(i: int) -> str:
-    """Deterministic text that compresses poorly, so the commit stays megabytes big."""
-    return "".join(hashlib.sha256(f"{i}:{k}".encode()).hexdigest() for k in range(3))
-
-
-def huge_commit(expected_revision: int) -> RuntimeCommit:
-    """The crash test's huge stamped commit, identical in parent and child."""
-    commit = RuntimeCommit(
-        session_id="crash",
-        expected_revision=expected_revision,
-        messages=tuple(user_message(f"big-{i}", _noise(i)) for i in range(HUGE)),
-        turn_index=2,
-        usage=(UsageRow(source="model", model="m", usage=LlmUsage(input_tokens=5)),),
-    )
-    stamp = TurnStamp(session_id="crash", turn_id="turn-2", commit_hash=commit_hash(commit))
-    return msgspec.structs.replace(commit, stamp=stamp)
 
 
 def race_messages(name: str, revision: int) -> tuple[Any, ...]:

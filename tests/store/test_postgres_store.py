@@ -23,23 +23,19 @@ from typing import Any, TypeVar
 
 import msgspec
 import pytest
+from postgres_support import (
+    HEAD_USAGE,
+    HUGE,
+    RUN_PREFIX,
+    URL,
+    drop_schemas,
+    huge_commit,
+    race_messages,
+    unreachable_reason,
+    wait_for,
+)
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-try:
-    from postgres_support import (
-        HEAD_USAGE,
-        HUGE,
-        RUN_PREFIX,
-        URL,
-        drop_schemas,
-        huge_commit,
-        race_messages,
-        unreachable_reason,
-        wait_for,
-    )
-finally:
-    sys.path.remove(str(HERE))
 
 _REASON = unreachable_reason()
 if _REASON is not None:

@@ -430,11 +430,7 @@ def test_two_connections_racing_on_one_session_have_one_winner_per_revision(
 
 @pytest.mark.skipif(os.name != "posix", reason="needs SIGKILL")
 def test_a_commit_killed_mid_transaction_leaves_the_previous_head(tmp_path: Path) -> None:
-    sys.path.insert(0, str(HERE))
-    try:
-        from crash_child import HEAD_USAGE, HUGE, huge_commit
-    finally:
-        sys.path.remove(str(HERE))
+    from store_crash_child import HEAD_USAGE, HUGE, huge_commit
 
     head_messages = texts("head", 3)
 
@@ -453,7 +449,7 @@ def test_a_commit_killed_mid_transaction_leaves_the_previous_head(tmp_path: Path
 
     head = run(seed())
     child = subprocess.Popen(
-        [sys.executable, str(HERE / "crash_child.py"), str(tmp_path)],
+        [sys.executable, str(HERE / "store_crash_child.py"), str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -33,7 +33,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from postgres_support import URL, unreachable_reason
+from postgres_support import RUN_PREFIX, URL, drop_schemas, unreachable_reason
 
 from lash._sqlite import connect, enable_wal
 from lash.kernel.attachments import AttachmentRef
@@ -400,15 +400,11 @@ class PostgresBackend(MemoryBackend):
 
 
 def pg_schema() -> str:
-    return f"lash_test_{secrets.token_hex(6)}"
+    return f"{RUN_PREFIX}_q{secrets.token_hex(4)}"
 
 
 def drop_schema(schema: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    drop_schemas(schema)
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])

@@ -1,6 +1,6 @@
 """Child process of the crash-atomicity test: dies (SIGKILL) inside a commit's transaction.
 
-Run as ``python crash_child.py <store-dir>``. It makes one huge commit and, once
+Run as ``python store_crash_child.py <store-dir>``. It makes one huge commit and, once
 the transaction has appended every message, prints ``in-transaction`` and
 waits to be killed. The pause is found by wrapping the usage-row decoder that
 the commit calls *after* inserting the messages (a white-box seam: the store
