@@ -29,11 +29,8 @@ HERE = Path(__file__).parent
 
 @pytest.mark.skipif(os.name != "posix", reason="needs SIGKILL")
 def test_a_put_killed_mid_write_is_invisible_and_a_retry_succeeds(tmp_path: Path) -> None:
-    sys.path.insert(0, str(HERE))
-    try:
-        from attachment_crash_child import SIZE, payload
-    finally:
-        sys.path.remove(str(HERE))
+    from attachment_crash_child import SIZE, payload
+
     data = payload()
     attachment_id = content_id(data)
     shard = tmp_path / attachment_id[:2] / attachment_id[2:4]
