@@ -29,44 +29,20 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from lash import LashCore, tool
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workload import ANSWER, prompt, workload_core
+
+from lash import LashCore
 from lash.hosts import SqliteJournalHost
-from lash.kernel.llm import LlmRequest, LlmUsage, ToolResultBlock
 from lash.runtime.effects import EffectHost, InlineEffectHost
-from lash.testing import Reply, ScriptedProvider, ToolCall
 
 HERE = Path(__file__).resolve().parent
 
 
-@tool
-async def add(a: int, b: int) -> int:
-    """Add two integers."""
-    return a + b
-
-
-def model(request: LlmRequest) -> Reply:
-    """The workload's model: two tool calls, then an answer (a function of the request)."""
-    usage = LlmUsage(input_tokens=120, output_tokens=30)
-    if any(isinstance(b, ToolResultBlock) for b in request.messages[-1].blocks):
-        return Reply(text="The sums are 3 and 7.", usage=usage)
-    n = len(request.messages)
-    return Reply(
-        tool_calls=[
-            ToolCall("add", {"a": 1, "b": 2}, id=f"a{n}"),
-            ToolCall("add", {"a": 3, "b": 4}, id=f"b{n}"),
-        ],
-        usage=usage,
-    )
-
-
 def build_core(store_dir: Path, host: EffectHost) -> LashCore:
-    return LashCore(
-        provider=ScriptedProvider(model),
-        model="scripted",
-        tools=[add],
-        store=f"sqlite:///{store_dir}",
-        effect_host=host,
-    )
+    """The workload on a SQLite store in ``store_dir``, under ``host``."""
+    return workload_core(f"sqlite:///{store_dir}", effect_host=host)
 
 
 async def timed(turns: int, run_turn: Callable[[int], Awaitable[str]]) -> list[float]:
@@ -76,7 +52,7 @@ async def timed(turns: int, run_turn: Callable[[int], Awaitable[str]]) -> list[f
         started = time.perf_counter()
         text = await run_turn(i)
         samples.append((time.perf_counter() - started) * 1e3)
-        assert text == "The sums are 3 and 7.", text
+        assert text == ANSWER, text
     return samples
 
 
@@ -84,7 +60,7 @@ async def bench_core(home: Path, host: EffectHost, turns: int) -> list[float]:
     async with build_core(home / "store", host) as core, core.session("bench") as session:
 
         async def run_turn(i: int) -> str:
-            result = await session.run(f"Add 1+2 and 3+4 (turn {i}).", turn_id=f"t{i}")
+            result = await session.run(prompt(i), turn_id=f"t{i}")
             return result.text
 
         return await timed(turns, run_turn)
@@ -113,7 +89,7 @@ async def bench_dbos(home: Path, turns: int) -> list[float] | str:
     try:
 
         async def run_turn(i: int) -> str:
-            result = await runner.run("bench", f"Add 1+2 and 3+4 (turn {i}).", turn_id=f"t{i}")
+            result = await runner.run("bench", prompt(i), turn_id=f"t{i}")
             return result.text
 
         return await timed(turns, run_turn)
@@ -129,12 +105,18 @@ async def bench_restate(home: Path, turns: int) -> list[float] | str:
     except ImportError as exc:
         return f"skipped ({exc.name} is not installed: pip install 'lash-runtime[restate]')"
     sys.path.insert(0, str(HERE.parent / "tests" / "hosts"))
-    from restate_support import RestateServer, free_port, restate_server_binary, wait_listening
+    from restate_server import (
+        RestateServer,
+        RestateUnavailable,
+        free_port,
+        install_restate_server,
+        wait_listening,
+    )
 
     try:
-        binary = restate_server_binary()
-    except BaseException as exc:  # the support module skips (pytest) without npm
-        return f"skipped (no restate-server: {exc})"
+        binary = install_restate_server()
+    except RestateUnavailable as exc:
+        return f"skipped ({exc})"
     server = RestateServer(binary)
     port = free_port()
     env = dict(os.environ, LASH_BENCH_HOME=str(home), LASH_BENCH_PORT=str(port))
@@ -149,7 +131,7 @@ async def bench_restate(home: Path, turns: int) -> list[float] | str:
         server.register(f"http://127.0.0.1:{port}")
 
         async def run_turn(i: int) -> str:
-            body = {"turn_id": f"t{i}", "input": f"Add 1+2 and 3+4 (turn {i})."}
+            body = {"turn_id": f"t{i}", "input": prompt(i)}
             reply = await asyncio.to_thread(server.call, "bench", body)
             if reply.status_code != 200:
                 raise RuntimeError(f"turn {i}: {reply.status_code} {reply.text}")

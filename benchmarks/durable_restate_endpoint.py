@@ -16,14 +16,15 @@ from hypercorn.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from durable import build_core
+from workload import workload_core
 
 from lash.hosts.restate import LashRestateService
 
 
 async def main() -> None:
     home = Path(os.environ["LASH_BENCH_HOME"])
-    service = LashRestateService(lambda host: build_core(home / "store", host))
+    store = f"sqlite:///{home / 'store'}"
+    service = LashRestateService(lambda host: workload_core(store, effect_host=host))
     await service.core()
     config = Config()
     config.bind = [f"127.0.0.1:{os.environ['LASH_BENCH_PORT']}"]

@@ -4,7 +4,7 @@ Workload (ARCHITECTURE.md): the model asks for two tool calls, the tools
 answer, the model replies. No runtime, no I/O: the host loop below answers
 each effect from prepared values. Budget: median <= 100 us per turn.
 
-    python benchmarks/kernel.py [--turns N] [--history M]
+    python benchmarks/kernel.py [--turns N]
 """
 
 from __future__ import annotations

@@ -23,47 +23,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lash import LashCore, tool
-from lash.kernel.llm import LlmRequest, LlmUsage, ToolResultBlock
-from lash.testing import Reply, ScriptedProvider, ToolCall
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workload import ANSWER, prompt, workload_core
 
 EXTRA_BUDGET_US = 1500.0
 SIZE_BUDGET_BYTES = 190_000
 
 
-@tool
-async def add(a: int, b: int) -> int:
-    """Add two integers."""
-    return a + b
-
-
-def model(request: LlmRequest) -> Reply:
-    usage = LlmUsage(input_tokens=120, output_tokens=30)
-    if any(isinstance(b, ToolResultBlock) for b in request.messages[-1].blocks):
-        return Reply(text="The sums are 3 and 7.", usage=usage)
-    return Reply(
-        tool_calls=[ToolCall("add", {"a": 1, "b": 2}), ToolCall("add", {"a": 3, "b": 4})],
-        usage=usage,
-    )
-
-
 async def run_turns(store: Any, turns: int, attachments: str | None = None) -> list[float]:
     samples = []
     async with (
-        LashCore(
-            provider=ScriptedProvider(model),
-            model="scripted",
-            tools=[add],
-            store=store,
-            attachments=attachments,
-        ) as core,
+        workload_core(store, attachments=attachments) as core,
         core.session("bench") as session,
     ):
         for i in range(turns):
             started = time.perf_counter()
-            result = await session.run(f"Add 1+2 and 3+4 (turn {i}).")
+            result = await session.run(prompt(i))
             samples.append((time.perf_counter() - started) * 1e6)
-            assert result.text == "The sums are 3 and 7.", result.outcome
+            assert result.text == ANSWER, result.outcome
             assert len(result.tool_calls) == 2
     return samples
 
@@ -79,6 +57,11 @@ async def run_postgres(turns: int) -> list[float] | None:
     except ImportError:
         print("  postgres: skipped (install the postgres extra)")
         return None
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+    except psycopg.OperationalError as exc:
+        print(f"  postgres: skipped (cannot connect: {exc})")
+        return None
     schema = f"lash_bench_{secrets.token_hex(4)}"
     try:
         with tempfile.TemporaryDirectory() as scratch:
@@ -90,9 +73,6 @@ async def run_postgres(turns: int) -> list[float] | None:
                 finally:
                     await store.aclose()
             return samples
-    except Exception as exc:
-        print(f"  postgres: skipped ({type(exc).__name__}: {exc})")
-        return None
     finally:
         try:
             with psycopg.connect(url, autocommit=True) as conn:
@@ -106,14 +86,11 @@ async def run_postgres(turns: int) -> list[float] | None:
 
 async def langgraph_sqlite_bytes(turns: int) -> int | None:
     """LangGraph's SQLite saver after the same turns, or None when it is not installed."""
-    sys.path.insert(0, str(Path(__file__).parent))
     try:
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
         from peers import PeerUnavailable, langgraph_peer
     except ImportError:
         return None
-    finally:
-        sys.path.pop(0)
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "langgraph.sqlite3"
         async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:

@@ -6,14 +6,8 @@ and a SQLite store under ``DIR/store``. Every real model call and tool run appen
 line to ``DIR/effects.log`` (outside the process, so it survives SIGKILL). The turn is
 model -> tools c1, c2 -> model -> tools c3, c4 -> model answer.
 
-``LASH_TEST_KILL_AT`` names where the process SIGKILLs itself:
-
-* ``llm:N`` — during model call N (after its log line, before it returns);
-* ``after-llm:N`` — right after Restate journaled model call N's reply;
-* ``tool:ID`` — during tool call ID; with ``tool:c4`` the sibling ``c3`` has finished
-  and its step was journaled first;
-* ``commit:during`` — inside the store's commit transaction, before COMMIT;
-* ``commit:after`` — after the commit landed, before the handler returns.
+The effect log and the kill points (``LASH_TEST_KILL_AT``) are ``crash_support``'s;
+with ``tool:c4`` the sibling ``c3`` has finished and its step was journaled first.
 
 ``LASH_TEST_INSTRUCTIONS`` changes the system prompt (a replay then diverges).
 ``LASH_TEST_SCENARIO=retries`` swaps the turn for model -> tools c1, c2 -> model answer,
@@ -26,11 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
-from typing import Any
 
+from crash_support import CrashChild, KillingController
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
@@ -38,76 +31,34 @@ from lash import LashCore, tool
 from lash.hosts.restate import LashRestateService, RestateEffectHost
 from lash.kernel.llm import LlmRequest, ToolResultBlock
 from lash.kernel.tools.definition import SafeRetry
-from lash.runtime.effects import (
-    DurabilityTier,
-    EffectController,
-    EffectEnvelope,
-    EffectExecutor,
-    EffectKind,
-    EffectOutcome,
-    TurnScope,
-)
+from lash.runtime.effects import EffectController, EffectEnvelope, EffectKind, TurnScope
 from lash.runtime.tools import ToolError
 from lash.store.sqlite import SqliteStore
 from lash.testing import Reply, ScriptedProvider, ToolCall
 
-HOME = Path(sys.argv[1])
+CHILD = CrashChild(Path(sys.argv[1]))
+HOME = CHILD.home
 PORT = int(sys.argv[2])
-KILL_AT = os.environ.get("LASH_TEST_KILL_AT", "")
 INSTRUCTIONS = os.environ.get("LASH_TEST_INSTRUCTIONS") or None
 SCENARIO = os.environ.get("LASH_TEST_SCENARIO", "")
-LOG = HOME / "effects.log"
 
 c3_journaled = asyncio.Event()
-
-
-def log(tag: str) -> None:
-    with LOG.open("a") as f:
-        f.write(tag + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def reply_for(request: LlmRequest) -> Reply:
-    """A function of the request, so a replayed turn gets the same replies."""
-    results = sum(isinstance(b, ToolResultBlock) for m in request.messages for b in m.blocks)
-    n = results // 2 + 1
-    log(f"llm:{n}")
-    if f"llm:{n}" == KILL_AT:
-        die()
-    if n == 1:
-        return Reply(
-            tool_calls=[ToolCall("step", {"x": 1}, id="c1"), ToolCall("step", {"x": 2}, id="c2")]
-        )
-    if n == 2:
-        return Reply(
-            tool_calls=[ToolCall("step", {"x": 3}, id="c3"), ToolCall("step", {"x": 4}, id="c4")]
-        )
-    return Reply(text=f"done after {results} results")
 
 
 @tool
 async def step(x: int) -> int:
     """One scripted side effect."""
     call = f"c{x}"
-    if KILL_AT == "tool:c4" and call == "c4":
+    if CHILD.kill_at == "tool:c4" and call == "c4":
         await asyncio.wait_for(c3_journaled.wait(), 20)
-    log(f"tool:{call}")
-    if f"tool:{call}" == KILL_AT:
-        die()
+    CHILD.reached(f"tool:{call}")
     return x * 10
 
 
 def reply_for_retries(request: LlmRequest) -> Reply:
     results = sum(isinstance(b, ToolResultBlock) for m in request.messages for b in m.blocks)
     n = 1 if results == 0 else 2
-    log(f"llm:{n}")
-    if f"llm:{n}" == KILL_AT:
-        die()
+    CHILD.reached(f"llm:{n}")
     if n == 1:
         return Reply(
             tool_calls=[ToolCall("flaky", {"x": 1}, id="c1"), ToolCall("flaky", {"x": 2}, id="c2")]
@@ -119,78 +70,33 @@ def reply_for_retries(request: LlmRequest) -> Reply:
 async def flaky(x: int) -> int:
     """Fails its first attempt (retryable), then succeeds; c1 takes a while to fail."""
     call = f"c{x}"
-    attempt = log_lines().count(f"flaky:{call}") + 1
+    attempt = CHILD.lines().count(f"flaky:{call}") + 1
     if attempt == 1 and x == 1:
         await asyncio.sleep(0.5)
-    log(f"flaky:{call}")  # when the attempt finishes
+    CHILD.log(f"flaky:{call}")  # when the attempt finishes
     if attempt == 1:
         raise ToolError("not yet", retryable=True)
     return x * 100
 
 
-def log_lines() -> list[str]:
-    return LOG.read_text().split() if LOG.exists() else []
-
-
-class KillingController:
-    """Delegates to the Restate controller; dies right after model call N's reply is journaled."""
-
-    def __init__(self, inner: EffectController, host: KillingHost) -> None:
-        self.inner = inner
-        self.host = host
-
-    @property
-    def tier(self) -> DurabilityTier:
-        return self.inner.tier
-
-    async def run(self, envelope: EffectEnvelope, executor: EffectExecutor) -> EffectOutcome:
-        outcome = await self.inner.run(envelope, executor)
-        kind = envelope.invocation.kind
-        if kind is EffectKind.LLM_CALL:
-            self.host.llm_calls += 1
-            if f"after-llm:{self.host.llm_calls}" == KILL_AT:
-                die()
-        elif kind is EffectKind.TOOL_CALL and envelope.replay_key.endswith(":c3"):
-            c3_journaled.set()
-        return outcome
+def c3_returned(envelope: EffectEnvelope) -> None:
+    if envelope.invocation.kind is EffectKind.TOOL_CALL and envelope.replay_key.endswith(":c3"):
+        c3_journaled.set()
 
 
 class KillingHost(RestateEffectHost):
     """A Restate host whose controllers can kill the process at a chosen boundary."""
 
-    __slots__ = ("llm_calls",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.llm_calls = 0
+    __slots__ = ()
 
     def scoped(self, scope: TurnScope) -> EffectController:
-        return KillingController(super().scoped(scope), self)
-
-
-def arm_commit(store: SqliteStore) -> None:
-    if KILL_AT == "commit:during":
-        apply = store._apply
-
-        def apply_then_die(*args: Any) -> Any:
-            apply(*args)
-            die()  # inside BEGIN IMMEDIATE, before COMMIT
-
-        store._apply = apply_then_die  # type: ignore[method-assign]
-    elif KILL_AT == "commit:after":
-        commit = store.commit
-
-        async def commit_then_die(*args: Any) -> Any:
-            await commit(*args)
-            die()
-
-        store.commit = commit_then_die  # type: ignore[method-assign]
+        return KillingController(super().scoped(scope), CHILD, c3_returned)
 
 
 def build(host: RestateEffectHost) -> LashCore:
     retries = SCENARIO == "retries"
     core = LashCore(
-        provider=ScriptedProvider(reply_for_retries if retries else reply_for),
+        provider=ScriptedProvider(reply_for_retries if retries else CHILD.reply_for),
         model="scripted",
         tools=[flaky] if retries else [step],
         instructions=INSTRUCTIONS,
@@ -198,7 +104,7 @@ def build(host: RestateEffectHost) -> LashCore:
         store=f"sqlite:///{HOME}/store",
     )
     assert isinstance(core.store, SqliteStore)
-    arm_commit(core.store)
+    CHILD.arm_commit(core.store)
     return core
 
 

@@ -12,38 +12,16 @@ duplicated.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from crash_support import ALL_TAGS, final_text, log_lines, spawn, tag_of
 
 CHILD = Path(__file__).with_name("crash_child.py")
-ALL_TAGS = ["llm:1", "tool:c1", "tool:c2", "llm:2", "tool:c3", "tool:c4", "llm:3"]
-
-
-def spawn(home: Path, kill_at: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "LASH_TEST_KILL_AT"}
-    if kill_at is not None:
-        env["LASH_TEST_KILL_AT"] = kill_at
-    return subprocess.run(
-        [sys.executable, str(CHILD), str(home)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def log_lines(home: Path) -> list[str]:
-    path = home / "effects.log"
-    return path.read_text().split() if path.exists() else []
 
 
 def journal(home: Path) -> dict[str, tuple[str, str]]:
@@ -51,16 +29,6 @@ def journal(home: Path) -> dict[str, tuple[str, str]]:
     with sqlite3.connect(home / "journal.sqlite3") as conn:
         rows = conn.execute("SELECT replay_key, status, envelope_hash FROM effect_journal")
         return {key: (status, digest) for key, status, digest in rows.fetchall()}
-
-
-def tag_of(replay_key: str) -> str | None:
-    """The side-effect log tag of a journaled effect (None: no side effect)."""
-    parts = replay_key.split(":")
-    if parts[4] == "llm_call":
-        return f"llm:{int(parts[3]) + 1}"
-    if parts[4] == "tool_call":
-        return f"tool:{parts[-1]}"
-    return None
 
 
 def store_facts(home: Path) -> dict[str, Any]:
@@ -86,14 +54,10 @@ def store_facts(home: Path) -> dict[str, Any]:
     }
 
 
-def final_text(messages: list[dict[str, Any]]) -> str:
-    return str(messages[-1]["parts"][-1]["content"])
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     home = tmp_path_factory.mktemp("reference")
-    done = spawn(home, None)
+    done = spawn(CHILD, home, None)
     assert done.returncode == 0, done.stderr
     assert log_lines(home) == ALL_TAGS
     return {
@@ -118,7 +82,7 @@ KILL_POINTS = {
 def test_a_killed_turn_resumes_without_repeating_completed_effects(
     kill_at: str, tmp_path: Path, reference: dict[str, Any]
 ) -> None:
-    killed = spawn(tmp_path, kill_at)
+    killed = spawn(CHILD, tmp_path, kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (tmp_path / "result.json").exists()
     before = log_lines(tmp_path)
@@ -127,7 +91,7 @@ def test_a_killed_turn_resumes_without_repeating_completed_effects(
     } - {None}
     assert completed_before <= set(before)
 
-    resumed = spawn(tmp_path, None)
+    resumed = spawn(CHILD, tmp_path, None)
     assert resumed.returncode == 0, resumed.stderr
     after = log_lines(tmp_path)
 

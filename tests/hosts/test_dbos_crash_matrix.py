@@ -12,39 +12,18 @@ and every message and attachment exactly once.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from crash_support import ALL_TAGS, final_text, log_lines, spawn
+from crash_support import tag_of as key_tag
 from dbos import DBOSClient
 
 CHILD = Path(__file__).with_name("dbos_child.py")
-ALL_TAGS = ["llm:1", "tool:c1", "tool:c2", "llm:2", "tool:c3", "tool:c4", "llm:3"]
 WORKFLOW_ID = "lash-turn:crash-matrix:crash-session:turn-1"
-
-
-def spawn(home: Path, kill_at: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "LASH_TEST_KILL_AT"}
-    if kill_at is not None:
-        env["LASH_TEST_KILL_AT"] = kill_at
-    return subprocess.run(
-        [sys.executable, str(CHILD), str(home)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def log_lines(home: Path) -> list[str]:
-    path = home / "effects.log"
-    return path.read_text().split() if path.exists() else []
 
 
 def checkpoints(home: Path) -> list[tuple[str, str]]:
@@ -72,12 +51,7 @@ def tag_of(step_name: str) -> str | None:
     """The side-effect log tag of a checkpointed step (None: no side effect)."""
     if not step_name.startswith("lash:"):
         return None
-    parts = step_name.removeprefix("lash:").split(":")
-    if parts[4] == "llm_call":
-        return f"llm:{int(parts[3]) + 1}"
-    if parts[4] == "tool_call":
-        return f"tool:{parts[-1]}"
-    return None
+    return key_tag(step_name.removeprefix("lash:"))
 
 
 def blobs(home: Path) -> list[str]:
@@ -88,14 +62,10 @@ def blobs(home: Path) -> list[str]:
     )
 
 
-def final_text(messages: list[dict[str, Any]]) -> str:
-    return str(messages[-1]["parts"][-1]["content"])
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     home = tmp_path_factory.mktemp("reference")
-    done = spawn(home, None)
+    done = spawn(CHILD, home, None)
     assert done.returncode == 0, done.stderr
     assert Counter(log_lines(home)) == Counter(ALL_TAGS)  # tool calls run concurrently
     return {
@@ -130,7 +100,7 @@ def test_the_reference_run_checkpoints_every_effect_by_replay_key(
 def test_a_killed_turn_workflow_recovers_without_repeating_completed_effects(
     kill_at: str, tmp_path: Path, reference: dict[str, Any]
 ) -> None:
-    killed = spawn(tmp_path, kill_at)
+    killed = spawn(CHILD, tmp_path, kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (tmp_path / "result.json").exists()
     before = log_lines(tmp_path)
@@ -141,7 +111,7 @@ def test_a_killed_turn_workflow_recovers_without_repeating_completed_effects(
     if kill_at == "tool:c4":
         assert "tool:c3" in completed_before
 
-    resumed = spawn(tmp_path, None)
+    resumed = spawn(CHILD, tmp_path, None)
     assert resumed.returncode == 0, resumed.stderr
     after = log_lines(tmp_path)
 

@@ -183,7 +183,7 @@ class CrashingHost(DbosEffectHost):
         return CrashingController(super().scoped(scope), self)
 
 
-def test_the_host_is_durable_and_refuses_inline_peers(tmp_path: Path) -> None:
+def test_the_host_is_durable_and_refuses_inline_peers() -> None:
     host = DbosEffectHost()
     assert host.tier is DurabilityTier.DURABLE
     assert host.scoped(SCOPE).tier is DurabilityTier.DURABLE
@@ -205,7 +205,7 @@ def test_the_sqlite_config_names_an_absolute_file(
         dbos_sqlite_config(tmp_path)
 
 
-def test_the_runner_needs_a_dbos_host_and_a_free_name(tmp_path: Path) -> None:
+def test_the_runner_needs_a_dbos_host_and_a_free_name() -> None:
     async def main() -> None:
         inline = LashCore(provider=ScriptedProvider([]), model="m")
         with pytest.raises(ConfigError, match="DbosEffectHost"):
@@ -231,6 +231,45 @@ def test_the_runner_needs_a_dbos_host_and_a_free_name(tmp_path: Path) -> None:
             await again.core()
 
     run(main())
+
+
+def test_ids_no_store_can_hold_are_refused_before_a_workflow_starts(tmp_path: Path) -> None:
+    async def main() -> None:
+        core = Effects().core(tmp_path, DbosEffectHost())
+        async with launched(tmp_path), core:
+            runner = DbosTurnRunner(core, name="bad-ids")
+            with pytest.raises(ConfigError, match=r"session id .*NUL"):
+                await runner.start("a\x00b", "go", turn_id=TURN)
+            with pytest.raises(ConfigError, match=r"turn id .*NUL"):
+                await runner.start(SESSION, "go", turn_id="t\x00")
+            assert await DBOS.list_workflows_async() == []
+            await runner.aclose()
+
+    run(main())
+
+
+def test_a_core_the_runner_rejects_is_closed(tmp_path: Path) -> None:
+    built: list[LashCore] = []
+
+    def inline_core() -> LashCore:
+        core = LashCore(
+            provider=ScriptedProvider([]), model="m", store=f"sqlite:///{tmp_path / 'store'}"
+        )
+        built.append(core)
+        return core
+
+    async def main() -> None:
+        runner = DbosTurnRunner(inline_core, name="rejected")
+        try:
+            with pytest.raises(ConfigError, match="DbosEffectHost"):
+                await runner.core()
+        finally:
+            await runner.aclose()
+
+    run(main())
+    [core] = built
+    assert isinstance(core.store, SqliteStore)
+    assert repr(core.store).endswith(", closed)")  # its worker thread is gone
 
 
 def test_a_turn_is_a_workflow_with_one_step_per_effect(tmp_path: Path) -> None:
@@ -556,7 +595,7 @@ def test_sleeps_are_durable_timers(tmp_path: Path) -> None:
     run(main())
 
 
-def test_effects_outside_a_turn_workflow_are_refused(tmp_path: Path) -> None:
+def test_effects_outside_a_turn_workflow_are_refused() -> None:
     async def main() -> None:
         executor = Labelled("outside")
         with pytest.raises(DbosHostError) as info:

@@ -25,7 +25,6 @@ from lash.runtime.effects import (
     SyncSurfaceCommand,
     TurnScope,
 )
-from lash.store.memory import MemoryStore
 from lash.testing import Reply, ScriptedProvider, ToolCall
 
 T = TypeVar("T")
@@ -377,12 +376,6 @@ def test_closed_host_refuses_work(tmp_path: Path) -> None:
 async def add(a: int, b: int) -> int:
     """Add two integers."""
     return a + b
-
-
-class DurableMemoryStore(MemoryStore):
-    @property
-    def tier(self) -> DurabilityTier:
-        return DurabilityTier.DURABLE
 
 
 def test_durable_host_over_an_inline_store_is_refused(tmp_path: Path) -> None:

@@ -12,29 +12,38 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from restate_support import (
-    Endpoint,
+from crash_support import ALL_TAGS, log_lines
+from crash_support import tag_of as key_tag
+from restate_server import (
     RestateServer,
+    RestateUnavailable,
     free_port,
-    restate_server_binary,
+    install_restate_server,
+    wait_listening,
 )
+from restate_support import Endpoint, restate_server_binary
 
 from lash import ConfigError, LashCore, tool
+from lash.hosts import restate as restate_host
 from lash.hosts.restate import (
     LashRestateService,
     RestateEffectHost,
     RestateHostError,
     restate_effect_name,
 )
-from lash.kernel.codec import to_builtins
+from lash.kernel.codec import encode_document, to_builtins
 from lash.runtime.effects import DurabilityTier, TurnScope
 from lash.store.sqlite import SqliteStore
 from lash.testing import Reply, ScriptedProvider, ToolCall
@@ -42,7 +51,7 @@ from lash.testing import Reply, ScriptedProvider, ToolCall
 pytestmark = pytest.mark.xdist_group("restate")
 
 TURN = "turn-1"
-ALL_TAGS = ["llm:1", "tool:c1", "tool:c2", "llm:2", "tool:c3", "tool:c4", "llm:3"]
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "restate_service.py"
 
 
 # ---------------------------------------------------------------- helpers
@@ -57,22 +66,10 @@ def server() -> Iterator[RestateServer]:
         restate.stop()
 
 
-def log_lines(home: Path) -> list[str]:
-    path = home / "effects.log"
-    return path.read_text().split() if path.exists() else []
-
-
 def tag_of(step_name: str) -> str | None:
     """The side-effect log tag of a journaled step (None: a step with no side effect)."""
     assert step_name.startswith("lash:"), step_name
-    parts = step_name.removeprefix("lash:").split(":")
-    if len(parts) < 5:  # the session head a turn started from
-        return None
-    if parts[4] == "llm_call":
-        return f"llm:{int(parts[3]) + 1}"
-    if parts[4] == "tool_call":
-        return f"tool:{parts[-1]}"
-    return None
+    return key_tag(step_name.removeprefix("lash:"))  # None for the session head
 
 
 def steps(server: RestateServer, invocation_id: str) -> dict[str, bool]:
@@ -180,7 +177,7 @@ def test_a_turn_with_tool_calls_runs_through_the_restate_ingress(
 
 
 def test_every_effect_is_a_named_step_journaling_hash_and_outcome(
-    server: RestateServer, reference: dict[str, Any]
+    reference: dict[str, Any],
 ) -> None:
     names = list(reference["steps"])
     assert all(reference["steps"].values())
@@ -217,6 +214,32 @@ def test_a_bad_request_fails_terminally_with_a_clear_message(
     assert wrong.status_code == 400, wrong.text
     assert "input must be a string" in wrong.text
     assert log_lines(tmp_path) == []
+
+
+def test_the_example_service_runs_a_turn_through_restate(
+    server: RestateServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "LASH_MODEL"} | {
+        "LASH_RESTATE_BIND": f"127.0.0.1:{port}",
+        "LASH_DATA": str(tmp_path / "data"),
+    }
+    with (tmp_path / "example.log").open("wb") as log:
+        example = subprocess.Popen(
+            [sys.executable, str(EXAMPLE)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_listening(port, 30, example)
+        server.register(f"http://127.0.0.1:{port}")
+        reply = server.call("chat-1", {"turn_id": "t1", "input": "Add 2 and 3"})
+    finally:
+        example.kill()
+        example.wait(10)
+    assert reply.status_code == 200, reply.text + (tmp_path / "example.log").read_text()
+    body = reply.json()
+    assert body["text"] == "The sum is 5."
+    assert [(c["name"], c["status"]) for c in body["tool_calls"]] == [("add", "success")]
+    assert (tmp_path / "data" / "lash.sqlite3").is_file()  # the store went under LASH_DATA
 
 
 # ---------------------------------------------------------------- crash matrix
@@ -404,6 +427,64 @@ def test_a_session_moved_by_another_writer_fails_the_replay_clearly(
 
 
 # ---------------------------------------------------------------- wiring (no server)
+
+
+def test_the_installer_reports_a_missing_npm_as_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``scripts/restate-server`` exits 3 without npm; the tests skip and the benchmark
+    reports "skipped" on that, and only on that."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool_name in ("bash", "uname", "sed", "head", "mkdir"):
+        found = shutil.which(tool_name)
+        assert found is not None, tool_name
+        (bin_dir / tool_name).symlink_to(found)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("LASH_RESTATE_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(RestateUnavailable, match="npm is not installed"):
+        install_restate_server()
+
+
+class _ReplayCtx:
+    """A Restate context whose ``run_typed`` answers from a journal (or runs the step)."""
+
+    def __init__(self, journaled: bytes | None) -> None:
+        self.journaled = journaled
+
+    def run_typed(self, name: str, step: Any, options: Any) -> Any:
+        return step if self.journaled is None else self.journaled
+
+
+class _Pump:
+    async def submit(self, future: Any) -> Any:
+        return await future() if callable(future) else future
+
+
+def test_the_session_head_is_hashed_only_by_the_attempt_that_journals_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hashed: list[object] = []
+    real_hash = restate_host.canonical_hash
+
+    def counting_hash(value: Any) -> str:
+        hashed.append(value)
+        return real_hash(value)
+
+    monkeypatch.setattr(restate_host, "canonical_hash", counting_hash)
+
+    def head(journaled: bytes | None) -> Any:
+        invocation = type("Invocation", (), {})()
+        invocation.session_id, invocation.pump = "s", _Pump()
+        invocation.ctx = _ReplayCtx(journaled)
+        return asyncio.run(restate_host._journal_head(invocation, "t", None))
+
+    first = head(None)  # the first attempt runs the step
+    assert (first.revision, first.message_count) == (None, 0)
+    assert len(hashed) == 1
+    recorded = encode_document(restate_host._HEAD_KIND, first)
+    assert head(recorded) == first  # a replay reads the journal back
+    assert len(hashed) == 1  # and hashes nothing
 
 
 @tool

@@ -112,6 +112,7 @@ from ..runtime.effects import (
     Slept,
     TurnScope,
 )
+from ..store.base import check_session_id, check_turn_id
 
 TURN_WORKFLOW_NAME = "lash.turn"
 """The DBOS workflow every ``DbosTurnRunner`` runs turns as."""
@@ -162,19 +163,6 @@ class DbosHostError(EffectHostError):
         self.detail = message
         self.replay_key = replay_key
         self.workflow_id = workflow_id
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # DBOS pickles the exception a workflow ends with; rebuild it from its parts.
-        return (
-            _rebuild_error,
-            (self.code, self.detail, self.replay_key, self.workflow_id),
-        )
-
-
-def _rebuild_error(
-    code: str, message: str, replay_key: str | None, workflow_id: str | None
-) -> DbosHostError:
-    return DbosHostError(code, message, replay_key=replay_key, workflow_id=workflow_id)
 
 
 class _Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -231,11 +219,6 @@ class TurnJournal:
         self.complete = complete
         self.replayed = 0
         self.executed = 0
-
-    @property
-    def recorded(self) -> int:
-        """How many recorded effects have not been asked for (yet) in this run."""
-        return sum(len(q) for q in self._records.values())
 
     def _take(self, key: str) -> _Record | None:
         queue = self._records.get(key)
@@ -408,14 +391,6 @@ class _DbosController:
                 "dbos_outside_workflow",
                 "DbosEffectHost journals into a DBOS workflow: run the turn with "
                 "DbosTurnRunner, or inside turn_journal() in your own workflow",
-                replay_key=key,
-                workflow_id=workflow_id,
-            )
-        kind = envelope.invocation.kind
-        if kind not in OUTCOME_TYPES:
-            raise DbosHostError(
-                "dbos_unsupported_kind",
-                f"cannot journal {kind.value} effects",
                 replay_key=key,
                 workflow_id=workflow_id,
             )
@@ -695,7 +670,12 @@ class DbosTurnRunner(AsyncClosing):
                 built = self._factory()
                 if inspect.isawaitable(built):
                     built = await built
-                self._core = self._checked(built)
+                try:
+                    self._core = self._checked(built)
+                except ConfigError:
+                    if isinstance(built, LashCore):
+                        await built.aclose()  # rejected: do not leak its stores' threads
+                    raise
         return self._core
 
     def workflow_id(self, session_id: str, turn_id: str) -> str:
@@ -712,10 +692,12 @@ class DbosTurnRunner(AsyncClosing):
         Without ``turn_id`` a fresh one is minted; pass your own to make a retry
         of the call find the same turn.
         """
-        if not isinstance(session_id, str) or not session_id.strip():
-            raise ConfigError(f"session id must be a non-blank string, got {session_id!r}")
-        if turn_id is not None and (not isinstance(turn_id, str) or not turn_id.strip()):
-            raise ConfigError(f"turn id must be a non-blank string, got {turn_id!r}")
+        try:
+            check_session_id(session_id)
+            if turn_id is not None:
+                check_turn_id(turn_id)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         if isinstance(input, str):
             input = TurnInput(text=input)
         elif not isinstance(input, TurnInput):

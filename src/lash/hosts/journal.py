@@ -314,6 +314,10 @@ class _Wait(msgspec.Struct, frozen=True):
     owner: str | None
 
 
+class _Landed(msgspec.Struct, frozen=True):
+    """``_finish``: our outcome is the recorded one."""
+
+
 class _JournalController:
     """Journals the effects of one turn; see the module docstring for the protocol."""
 
@@ -333,8 +337,6 @@ class _JournalController:
         host = self._host
         key = envelope.replay_key
         kind = envelope.invocation.kind
-        if kind not in OUTCOME_TYPES:
-            raise host._error("journal_unsupported_kind", f"cannot journal {kind.value}", key)
         digest = envelope.stable_hash()
         ident = (self._scope.session_id, self._scope.turn_id, key)
         deadline = None if host.wait_seconds is None else time.monotonic() + host.wait_seconds
@@ -448,28 +450,26 @@ class _JournalController:
         host._running.add(ident)
         renewer = asyncio.ensure_future(self._renew(ident, claim.token))
         try:
-            command = envelope.command
-            if isinstance(command, SleepCommand) and claim.due_at_ms is not None:
-                await self._sleep_until(claim.due_at_ms)
-                outcome: EffectOutcome = Slept(duration_ms=command.duration_ms)
-            else:
-                outcome = await executor.execute(envelope)
-        except BaseException:
+            try:
+                command = envelope.command
+                if isinstance(command, SleepCommand) and claim.due_at_ms is not None:
+                    await self._sleep_until(claim.due_at_ms)
+                    outcome: EffectOutcome = Slept(duration_ms=command.duration_ms)
+                else:
+                    outcome = await executor.execute(envelope)
+                try:
+                    data = encode(outcome).decode()
+                except CodecError as exc:
+                    raise host._error(
+                        "journal_unencodable", f"the outcome cannot be journaled: {exc}", ident[2]
+                    ) from exc
+            except BaseException:
+                renewer.cancel()
+                host._running.discard(ident)
+                await asyncio.shield(self._release(ident, claim.token, envelope.replay_key))
+                raise
             renewer.cancel()
-            host._running.discard(ident)
-            await asyncio.shield(self._release(ident, claim.token, envelope.replay_key))
-            raise
-        renewer.cancel()
-        try:
-            data = encode(outcome).decode()
-        except CodecError as exc:
-            host._running.discard(ident)
-            await asyncio.shield(self._release(ident, claim.token, envelope.replay_key))
-            raise host._error(
-                "journal_unencodable", f"the outcome cannot be journaled: {exc}", ident[2]
-            ) from exc
-        try:
-            recorded = await asyncio.shield(
+            finished = await asyncio.shield(
                 host._call(
                     lambda: host._tx(lambda c: self._finish(c, ident, digest, claim.token, data)),
                     ident[2],
@@ -477,12 +477,12 @@ class _JournalController:
             )
         finally:
             host._running.discard(ident)
-        if recorded is None:
+        if isinstance(finished, _Landed):
             return outcome
-        if recorded == _LOST:
-            # Another owner took the lease over and is still running it: use theirs.
-            return await self.run(envelope, executor)
-        return self._decode(envelope, recorded)
+        if isinstance(finished, _Recorded):
+            return self._decode(envelope, finished.outcome_json)
+        # Another owner took the lease over and is still running it: use theirs.
+        return await self.run(envelope, executor)
 
     def _finish(
         self,
@@ -491,8 +491,8 @@ class _JournalController:
         digest: str,
         token: str,
         data: str,
-    ) -> str | None:
-        """Record ``data``; None when ours landed, else the winner's JSON or ``_LOST``."""
+    ) -> _Landed | _Recorded | _Wait:
+        """Record ``data`` (``_Landed``), or answer the winner's record or a new owner's wait."""
         host = self._host
         now = host._now_ms()
         row = conn.execute(
@@ -502,7 +502,7 @@ class _JournalController:
         ).fetchone()
         if row is None:
             raise host._error("journal_corrupt", "the claimed row disappeared", ident[2])
-        stored_hash, status, outcome_json, _owner, stored_token, expires, _due = row
+        stored_hash, status, outcome_json, owner, stored_token, expires, due = row
         if stored_hash != digest:
             raise host._error(
                 "journal_hash_mismatch",
@@ -510,16 +510,16 @@ class _JournalController:
                 ident[2],
             )
         if status == "completed":
-            return str(outcome_json)
+            return _Recorded(outcome_json=outcome_json, due_at_ms=due)
         if stored_token != token and expires > now:
-            return _LOST
+            return _Wait(owner=owner)
         conn.execute(
             "UPDATE effect_journal SET status = 'completed', outcome_json = ?,"
             " lease_token = NULL, lease_expires_at_ms = 0, updated_at_ms = ?"
             " WHERE session_id = ? AND turn_id = ? AND replay_key = ?",
             (data, now, *ident),
         )
-        return None
+        return _Landed()
 
     async def _renew(self, ident: tuple[str, str, str], token: str) -> None:
         host = self._host
@@ -560,10 +560,6 @@ class _JournalController:
 
         with contextlib.suppress(JournalError, RuntimeError):  # else the lease just expires
             await host._call(release, key)
-
-
-_LOST = "\x00lost"
-"""``_finish``'s answer when another owner holds a live lease on the key."""
 
 
 __all__: list[str] = ["SCHEMA_VERSION", "JournalEntry", "JournalError", "SqliteJournalHost"]

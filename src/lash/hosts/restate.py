@@ -122,7 +122,6 @@ TERMINAL_CODES = frozenset(
         "restate_effect_hash_mismatch",
         "restate_effect_corrupt",
         "restate_effect_failed",
-        "restate_unsupported_effect",
         "restate_effect_scope_mismatch",
         "restate_session_moved",
     }
@@ -170,8 +169,7 @@ class _Pump:
     resumed task can create its next step before anything else is released.
     """
 
-    def __init__(self, ctx: ObjectContext) -> None:
-        self._ctx = ctx
+    def __init__(self) -> None:
         self._queue: deque[tuple[ServerDurableFuture[Any], asyncio.Future[Any]]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -264,7 +262,7 @@ class _Invocation:
     def __init__(self, ctx: ObjectContext, session_id: str) -> None:
         self.ctx = ctx
         self.session_id = session_id
-        self.pump = _Pump(ctx)
+        self.pump = _Pump()
 
 
 _CURRENT: contextvars.ContextVar[_Invocation | None] = contextvars.ContextVar(
@@ -377,12 +375,6 @@ class _RestateController:
             await self._await(timer, key)
             return Slept(duration_ms=command.duration_ms)
         kind = envelope.invocation.kind
-        if kind not in OUTCOME_TYPES:
-            raise RestateHostError(
-                "restate_unsupported_effect",
-                f"cannot journal a {kind.value} effect",
-                replay_key=key,
-            )
         digest = envelope.stable_hash()
 
         async def step() -> bytes:
@@ -585,6 +577,27 @@ class _Head(msgspec.Struct, frozen=True, kw_only=True):
     history_hash: str
 
 
+def _head_of(stored: StoredSession | None) -> _Head:
+    """The head of ``stored`` (an empty session's when None)."""
+    if stored is None:
+        return _Head(
+            revision=None,
+            turn_index=0,
+            iteration=0,
+            frame_id=None,
+            message_count=0,
+            history_hash=canonical_hash([]),
+        )
+    return _Head(
+        revision=stored.revision,
+        turn_index=stored.turn_index,
+        iteration=stored.iteration,
+        frame_id=stored.frame_id,
+        message_count=len(stored.messages),
+        history_hash=canonical_hash(list(stored.messages)),
+    )
+
+
 def head_step_key(session_id: str, turn_id: str) -> str:
     """The replay key of the step journaling the session head a turn started from."""
     return f"{session_id}:{turn_id}:session_head"
@@ -596,30 +609,13 @@ async def _journal_head(
     """Journal (first attempt) or read back (replays) the head the turn started from.
 
     A replay must rebuild the turn from the state it first saw: once its commit
-    has landed, the store is ahead of that state.
+    has landed, the store is ahead of that state. The head (a hash of the whole
+    history) is built inside the step, so only the attempt that journals it pays.
     """
-    if stored is None:
-        seen = _Head(
-            revision=None,
-            turn_index=0,
-            iteration=0,
-            frame_id=None,
-            message_count=0,
-            history_hash=canonical_hash([]),
-        )
-    else:
-        seen = _Head(
-            revision=stored.revision,
-            turn_index=stored.turn_index,
-            iteration=stored.iteration,
-            frame_id=stored.frame_id,
-            message_count=len(stored.messages),
-            history_hash=canonical_hash(list(stored.messages)),
-        )
     key = head_step_key(invocation.session_id, turn_id)
 
     async def step() -> bytes:
-        return encode_document(_HEAD_KIND, seen)
+        return encode_document(_HEAD_KIND, _head_of(stored))
 
     options: RunOptions[bytes] = RunOptions(serde=BytesSerde())
     future = invocation.ctx.run_typed(restate_effect_name(key), step, options)
@@ -647,8 +643,7 @@ async def _session_at(
         landed = False
     else:
         messages = stored.messages[: head.message_count] if stored is not None else ()
-        load_turn = getattr(core.store, "load_turn", None)
-        ours = await load_turn(session_id, turn_id) if load_turn is not None else True
+        ours = await core.store.load_turn(session_id, turn_id)
         if (
             stored is None
             or ours is None

@@ -322,12 +322,22 @@ class EffectHost(Protocol):
 
 
 class EffectHostError(Exception):
-    """An effect host could not obtain an outcome; ``code`` says why."""
+    """An effect host could not obtain an outcome; ``code`` says why.
+
+    Errors pickle with their attributes (durable engines store the error a turn
+    ends with), whatever constructor a subclass has.
+    """
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuild without __init__ (subclasses take other arguments), then restore the
+        # attributes; the default reduce would call cls(*args) and fail.
+        cls = type(self)
+        return (cls.__new__, (cls, *self.args), dict(self.__dict__))
 
 
 class _InlineController:
