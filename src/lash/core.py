@@ -8,6 +8,7 @@ would hide a host bug that interleaves two conversations).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import threading
 import time
@@ -191,7 +192,10 @@ def _resolve_store(store: SessionStore | str | None) -> SessionStore:
             raise ConfigError(f"store {store!r}: name a directory, e.g. 'sqlite:///./lash-data'")
         from .store.sqlite import SqliteStore
 
-        return SqliteStore(path)
+        try:
+            return SqliteStore(path)
+        except ValueError as exc:  # the path is a file, not a directory
+            raise ConfigError(f"store {store!r}: {exc}") from exc
     if isinstance(store, str) and store.startswith(("postgresql://", "postgres://")):
         try:
             from .store.postgres import PostgresStore
@@ -213,16 +217,19 @@ def _resolve_store(store: SessionStore | str | None) -> SessionStore:
     return store
 
 
-def _is_attachment_store(value: object) -> bool:
-    return value is not None and not isinstance(value, str)
+_Closeable = SessionStore | AttachmentStore | AttachmentManifest
 
 
 def _resolve_attachments(
     attachments: AttachmentStore | str | None,
     manifest: AttachmentManifest | None,
     store: SessionStore,
+    built: list[_Closeable],
 ) -> tuple[AttachmentStore, AttachmentManifest]:
-    """The attachment store and manifest: given, from a URL, or beside the session store."""
+    """The attachment store and manifest: given, from a URL, or beside the session store.
+
+    Whatever is built here (not given) is appended to ``built`` as soon as it exists.
+    """
     from .attachments import (
         FileAttachmentStore,
         MemoryAttachmentManifest,
@@ -232,40 +239,69 @@ def _resolve_attachments(
     )
     from .store.sqlite import SqliteStore
 
-    if attachments is None:
-        if isinstance(store, SqliteStore):
-            home = store.path.parent
-            attachments = FileAttachmentStore(home / "attachments")
-            manifest = manifest or SqliteAttachmentManifest(home / "attachments-manifest.sqlite3")
-        else:
-            attachments = MemoryAttachmentStore()
-    elif isinstance(attachments, str):
-        url = attachments
-        if url == "memory://":
-            attachments = MemoryAttachmentStore()
-        elif url.startswith("file:///") and len(url) > len("file:///"):
-            root = Path(url[len("file:///") :])
-            attachments = FileAttachmentStore(root)
-            manifest = manifest or SqliteAttachmentManifest(root / "manifest.sqlite3")
-        elif url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
-            path = Path(url[len("sqlite:///") :])
-            attachments = SqliteAttachmentStore(path)
-            manifest = manifest or SqliteAttachmentManifest(path.with_name(path.name + ".manifest"))
-        else:
-            raise ConfigError(
-                f"attachments {url!r}: use 'memory://', 'file:///dir', 'sqlite:///file' "
-                "or pass an attachment store"
-            )
-    else:
-        for attr in ("put", "get", "tier"):
-            if not hasattr(attachments, attr):
-                raise ConfigError(
-                    f"attachments {type(attachments).__name__} has no {attr!r}; "
-                    "it is not an attachment store"
+    given_manifest = manifest
+    where = "attachments"
+    try:
+        if attachments is None:
+            if isinstance(store, SqliteStore):
+                home = store.path.parent
+                attachments = FileAttachmentStore(home / "attachments")
+                built.append(attachments)
+                manifest = manifest or SqliteAttachmentManifest(
+                    home / "attachments-manifest.sqlite3"
                 )
+            else:
+                attachments = MemoryAttachmentStore()
+                built.append(attachments)
+        elif isinstance(attachments, str):
+            url = where = attachments
+            if url == "memory://":
+                attachments = MemoryAttachmentStore()
+                built.append(attachments)
+            elif url.startswith("file:///") and len(url) > len("file:///"):
+                root = Path(url[len("file:///") :])
+                attachments = FileAttachmentStore(root)
+                built.append(attachments)
+                manifest = manifest or SqliteAttachmentManifest(root / "manifest.sqlite3")
+            elif url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+                path = Path(url[len("sqlite:///") :])
+                attachments = SqliteAttachmentStore(path)
+                built.append(attachments)
+                manifest = manifest or SqliteAttachmentManifest(
+                    path.with_name(path.name + ".manifest")
+                )
+            else:
+                raise ConfigError(
+                    f"attachments {url!r}: use 'memory://', 'file:///dir', 'sqlite:///file' "
+                    "or pass an attachment store"
+                )
+        else:
+            for attr in ("put", "get", "tier"):
+                if not hasattr(attachments, attr):
+                    raise ConfigError(
+                        f"attachments {type(attachments).__name__} has no {attr!r}; "
+                        "it is not an attachment store"
+                    )
+    except ValueError as exc:  # a path of the wrong kind (a file for a directory, ...)
+        raise ConfigError(f"attachments {where!r}: {exc}") from exc
     if manifest is None:
         manifest = MemoryAttachmentManifest()
+    if manifest is not given_manifest:
+        built.append(manifest)
     return attachments, manifest
+
+
+def _close_built(parts: Sequence[_Closeable]) -> None:
+    """Close parts a failing constructor built (``__init__`` cannot await ``aclose``).
+
+    Parts with a blocking ``close()`` (the SQLite ones, which run a thread) are
+    closed; the others hold nothing until first used (a PostgreSQL pool opens lazily).
+    """
+    for part in reversed(parts):
+        close = getattr(part, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):  # the configuration error matters more
+                close()
 
 
 class LashCore(AsyncClosing):
@@ -297,6 +333,7 @@ class LashCore(AsyncClosing):
         max_frame_switches: int = 8,
         attachment_manifest: AttachmentManifest | None = None,
     ) -> None:
+        tools = tuple(tools)  # read once: a generator would be empty for the frames
         self._owns_provider = isinstance(provider, str)
         if isinstance(provider, str):
             from .providers.select import provider_from_string
@@ -305,7 +342,7 @@ class LashCore(AsyncClosing):
                 selection = provider_from_string(provider)
             except ValueError as exc:
                 raise ConfigError(f"provider {provider!r}: {exc}") from exc
-            provider = selection.provider
+            provider = selection.provider  # its HTTP client opens on first use
             model = model or selection.model
         if not callable(getattr(provider, "complete", None)):
             raise ConfigError(f"provider {provider!r} has no complete() method")
@@ -313,13 +350,17 @@ class LashCore(AsyncClosing):
             raise ConfigError(f"model must be a non-blank string, got {model!r}")
         if max_turns is not None and (not isinstance(max_turns, int) or max_turns < 1):
             raise ConfigError(f"max_turns must be a positive integer, got {max_turns!r}")
+        if max_frame_switches < 0:
+            raise ConfigError(f"max_frame_switches must be >= 0, got {max_frame_switches}")
         try:
             self.plugins = PluginHost.build(plugins)
         except PluginError as exc:
             raise ConfigError(str(exc)) from exc
-        if trace is None or isinstance(trace, str | Path):
-            self.trace: TraceSink | None = JsonlTraceSink(trace) if trace is not None else None
-        elif callable(getattr(trace, "append", None)):
+        if isinstance(trace, str | Path):
+            self._built_trace: JsonlTraceSink | None = JsonlTraceSink(trace)  # closed by aclose
+            self.trace: TraceSink | None = self._built_trace
+        elif trace is None or callable(getattr(trace, "append", None)):
+            self._built_trace = None
             self.trace = trace
         else:
             raise ConfigError(f"trace must be a path or a TraceSink, got {type(trace).__name__}")
@@ -330,18 +371,8 @@ class LashCore(AsyncClosing):
         except ToolDefinitionError as exc:
             raise ConfigError(str(exc)) from exc
         self.instructions = instructions
-        self.store = _resolve_store(store)
-        self._owns_store = isinstance(store, str) or store is None
-        self.attachments, self.attachment_manifest = _resolve_attachments(
-            attachments, attachment_manifest, self.store
-        )
-        self._owns_attachments = not _is_attachment_store(attachments)
-        self.effect_host: EffectHost = effect_host or InlineEffectHost()
         self.max_turns = max_turns
         self.generation = generation or GenerationOptions()
-        self._check_tiers()
-        if max_frame_switches < 0:
-            raise ConfigError(f"max_frame_switches must be >= 0, got {max_frame_switches}")
         self.max_frame_switches = max_frame_switches
         self._frames: dict[str | None, _FrameSetup] = {None: _FrameSetup(None, self.registry)}
         for frame_id, frame in (frames or {}).items():
@@ -351,12 +382,27 @@ class LashCore(AsyncClosing):
                 raise ConfigError(f"frame {frame_id!r} must be an AgentFrame")
             if frame.max_turns is not None and frame.max_turns < 1:
                 raise ConfigError(f"frame {frame_id!r}: max_turns must be >= 1")
-            tools_of = frame.tools if frame.tools is not None else tuple(tools)
+            tools_of = frame.tools if frame.tools is not None else tools
             try:
                 registry = ToolRegistry([*tools_of, *self.plugins.parts.tools])
             except ToolDefinitionError as exc:
                 raise ConfigError(f"frame {frame_id!r}: {exc}") from exc
             self._frames[frame_id] = _FrameSetup(frame, registry)
+        # Only now open files, threads and connections; a later failure closes them.
+        self._built: list[_Closeable] = []
+        """What this core built (not given) and closes: store, attachments, manifest."""
+        try:
+            self.store = _resolve_store(store)
+            if self.store is not store:
+                self._built.append(self.store)
+            self.attachments, self.attachment_manifest = _resolve_attachments(
+                attachments, attachment_manifest, self.store, self._built
+            )
+            self.effect_host: EffectHost = effect_host or InlineEffectHost()
+            self._check_tiers()
+        except BaseException:
+            _close_built(self._built)
+            raise
 
     def _check_tiers(self) -> None:
         """Durability comes from the wiring: every durable part needs durable peers."""
@@ -414,16 +460,19 @@ class LashCore(AsyncClosing):
         return setup._config
 
     async def aclose(self) -> None:
-        """Close what this core opened: stores from URLs or defaults, providers from strings."""
+        """Close what this core opened.
+
+        That is the store and attachment parts it built (from URLs or defaults), a
+        provider made from a string, and a trace file it was given a path for.
+        """
         if self._owns_provider:
             close = getattr(self.provider, "aclose", None)
             if callable(close):
                 await close()
-        if self._owns_store:
-            await self.store.aclose()
-        if self._owns_attachments:
-            await self.attachments.aclose()
-            await self.attachment_manifest.aclose()
+        for part in self._built:
+            await part.aclose()
+        if self._built_trace is not None:
+            self._built_trace.close()
 
     def session(self, session_id: str) -> SessionContext:
         """Open (or resume) a session: ``async with core.session("chat-1") as session``."""
@@ -525,6 +574,10 @@ class Session:
             else Stopped(reason=StopReason.RUNTIME_ERROR, message="committed without a record")
         )
         usage = record.usage if record is not None else LlmUsage()
+        try:  # booked like ``_execute`` does: under the frame's model
+            model = self.core.machine_config(self._frame_id).model
+        except ConfigError:  # a stored frame this core no longer defines
+            model = self.core.model
         return TurnResult(
             session_id=self.id,
             turn_id=turn_id,
@@ -534,7 +587,7 @@ class Session:
             messages=landed.messages,
             revision=landed.revision,
             frame_id=self._frame_id,
-            usage_rows=(UsageRow(source="turn", model=self.core.model, usage=usage),)
+            usage_rows=(UsageRow(source="turn", model=model, usage=usage),)
             if usage != LlmUsage()
             else (),
             replayed=True,
@@ -752,7 +805,7 @@ class Session:
             if queue_claim is not None:
                 completed = (queue_claim.completion(), *completed)
             committed = tuple(m for m in done.added if not m.is_transient)
-            rows = [UsageRow(source="turn", model=core.model, usage=done.usage)]
+            rows = [UsageRow(source="turn", model=config.model, usage=done.usage)]
             rows.extend(
                 UsageRow(source=source, model=model, usage=u)
                 for (source, model), u in sorted(runner.direct_usage.items())
@@ -871,13 +924,13 @@ class Session:
         )
         for pid, hook in hooks:
             try:
-                result = await hook(ctx)
+                decided = directives(await hook(ctx))
             except Exception as exc:
                 message = f"plugin {pid}: before_turn failed: {type(exc).__name__}: {exc}"
                 return self._ended_early(
                     turn_id, StopReason.RUNTIME_ERROR, message, "plugin", "plugin_prepare_turn"
                 )
-            for d in directives(result):
+            for d in decided:
                 if isinstance(d, AbortTurn):
                     return self._ended_early(
                         turn_id, StopReason.PLUGIN_ABORT, f"plugin {pid}: {d.message}", "plugin",
@@ -1103,7 +1156,10 @@ class Turn:
             if self.cancellable and not task.done():
                 task.cancel()
 
-        self._cancel.on_cancel(cancel_task)
+        # A token may outlive the turn (a host reuses one): drop the callback, and
+        # with it the finished task, as soon as the task is done.
+        forget = self._cancel.on_cancel(cancel_task)
+        task.add_done_callback(lambda _task: forget())
         return task
 
     async def _body(self, sink: Any) -> TurnResult:

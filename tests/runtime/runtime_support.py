@@ -1,4 +1,4 @@
-"""Helpers shared by the runtime tests: a runner, a recording effect host, fake stores."""
+"""Helpers shared by the runtime tests: a runner with a timeout and a recording effect host."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from lash.attachments import MemoryAttachmentManifest, MemoryAttachmentStore
 from lash.runtime.effects import (
     DurabilityTier,
     EffectController,
@@ -17,7 +16,6 @@ from lash.runtime.effects import (
     Slept,
     TurnScope,
 )
-from lash.store.memory import MemoryStore
 
 T = TypeVar("T")
 
@@ -99,35 +97,3 @@ class RecordingHost:
     def scoped(self, scope: TurnScope) -> EffectController:
         self.scopes.append(scope)
         return self.controller
-
-
-class DurableMemoryStore(MemoryStore):
-    """The memory store claiming the durable tier, to wire a durable host in tests."""
-
-    @property
-    def tier(self) -> DurabilityTier:
-        return DurabilityTier.DURABLE
-
-
-class DurableMemoryAttachments(MemoryAttachmentStore):
-    """Memory attachments claiming the durable tier (tests of durable wiring only)."""
-
-    @property
-    def tier(self) -> DurabilityTier:
-        return DurabilityTier.DURABLE
-
-
-class DurableMemoryManifest(MemoryAttachmentManifest):
-    """A memory manifest claiming the durable tier (tests of durable wiring only)."""
-
-    @property
-    def tier(self) -> DurabilityTier:
-        return DurabilityTier.DURABLE
-
-
-def durable_attachments() -> dict[str, Any]:
-    """``LashCore`` keyword arguments for attachments that report the durable tier."""
-    return {
-        "attachments": DurableMemoryAttachments(),
-        "attachment_manifest": DurableMemoryManifest(),
-    }

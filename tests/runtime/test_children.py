@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
+
+from runtime_support import run
 
 from lash import LashCore, ToolContext, tool
 from lash.kernel.llm import LlmRequest, LlmUsage, TextBlock, ToolResultBlock
 from lash.kernel.outcome import Finished
 from lash.runtime.activity import ChildTurnCompleted
 from lash.testing import Reply, ScriptedProvider, ToolCall
+
+TIMEOUT = 10.0  # seconds before a hung test fails (stores on disk are slower)
 
 
 @tool
@@ -44,7 +47,7 @@ def test_a_tool_runs_a_child_session_turn_and_relays_usage() -> None:
         parent = await core.store.load("parent")
         return result, child, parent
 
-    result, child, parent = asyncio.run(main())
+    result, child, parent = run(main(), TIMEOUT)
     assert isinstance(result.outcome, Finished)
     assert result.tool_calls[0].output.value == "it is fine"
     assert {(r.source, r.model): r.usage for r in result.usage_rows} == {
@@ -81,7 +84,7 @@ def test_a_child_needs_its_own_id() -> None:
         async with core.session("p") as session:
             return await session.run("go")
 
-    result = asyncio.run(main())
+    result = run(main(), TIMEOUT)
     assert (
         result.tool_calls[0].output.value == "a child session needs an id other than its parent's"
     )

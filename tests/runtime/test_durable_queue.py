@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -43,34 +42,17 @@ from lash.store.queue import (
 from lash.testing import Reply, ScriptedProvider, ToolCall
 
 HERE = Path(__file__).parent
-PG_URL = os.environ.get("LASH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 RUN_PREFIX = f"lash_dq_{os.getpid()}_{secrets.token_hex(3)}"
 TIMEOUT = 60.0
 EARLY = Delivery.EARLIEST_SAFE_BOUNDARY
 
-
-def _pg_reason() -> str | None:
-    """Why no PostgreSQL server can be used, or None when one listens."""
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-    except ImportError:
-        return "psycopg is not installed"
-    params = conninfo_to_dict(PG_URL)
-    host = str(params.get("host") or "127.0.0.1").split(",")[0]
-    port = int(str(params.get("port") or 5432).split(",")[0])
-    try:
-        if host.startswith("/"):
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(2)
-                s.connect(f"{host}/.s.PGSQL.{port}")
-        else:
-            socket.create_connection((host, port), timeout=2).close()
-    except OSError as exc:
-        return f"no PostgreSQL at {host}:{port} ({exc}); set LASH_TEST_POSTGRES_URL"
-    return None
-
-
-PG_REASON = _pg_reason()
+try:
+    from postgres_support import URL as PG_URL
+    from postgres_support import drop_schemas, unreachable_reason
+except ImportError as exc:  # no psycopg: the memory and SQLite runs still count
+    PG_URL, PG_REASON = "", f"psycopg is not installed ({exc})"
+else:
+    PG_REASON = unreachable_reason(PG_URL)
 NEEDS_PG = pytest.mark.skipif(PG_REASON is not None, reason=PG_REASON or "")
 ALL_BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=NEEDS_PG)]
 SHARED_BACKENDS = ["sqlite", pytest.param("postgres", marks=NEEDS_PG)]
@@ -80,17 +62,8 @@ SHARED_BACKENDS = ["sqlite", pytest.param("postgres", marks=NEEDS_PG)]
 @pytest.fixture(scope="module", autouse=True)
 def _drop_schemas() -> Iterator[None]:
     yield
-    if PG_REASON is not None:
-        return
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)", (RUN_PREFIX,)
-        ).fetchall()
-        for (name,) in rows:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+    if PG_REASON is None:
+        drop_schemas(RUN_PREFIX, PG_URL)
 
 
 class Backend:

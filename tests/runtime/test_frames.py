@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_support import run
 
 from lash import AgentFrame, AgentFrameSwitch, ConfigError, LashCore, tool
-from lash.kernel.llm import LlmRequest, TextBlock
+from lash.kernel.llm import LlmRequest, LlmUsage, TextBlock
 from lash.kernel.outcome import Finished
 from lash.kernel.tools.output import SwitchAgentFrame, ToolOutput
+from lash.store.base import UsageRow
 from lash.testing import Reply, ScriptedProvider, ToolCall
+
+TIMEOUT = 10.0  # seconds before a hung test fails (stores on disk are slower)
 
 
 @tool
@@ -63,7 +66,7 @@ def test_a_switch_with_a_task_runs_the_task_in_the_new_frame(tmp_path: Path) -> 
         async with core() as c, c.session("s") as reopened:
             return result, frame, reopened.frame_id
 
-    result, frame, reopened = asyncio.run(main())
+    result, frame, reopened = run(main(), TIMEOUT)
     assert isinstance(result.outcome, Finished)
     assert result.text == "Looks good."
     assert (result.turn_id, result.frame_id) == ("root:agent-frame:1", "reviewer")
@@ -94,7 +97,7 @@ def test_a_switch_to_an_unknown_frame_is_a_tool_failure_the_model_sees() -> None
         async with core.session("s") as session:
             return await session.run("go"), session.frame_id
 
-    result, frame = asyncio.run(main())
+    result, frame = run(main(), TIMEOUT)
     assert result.text == "ok"
     assert frame is None
     failure = result.tool_calls[0].output.outcome
@@ -122,7 +125,7 @@ def test_a_switch_without_a_task_changes_the_frame_for_the_next_turn() -> None:
             second = await session.run("hello")
             return first, second
 
-    first, second = asyncio.run(main())
+    first, second = run(main(), TIMEOUT)
     assert first.outcome == AgentFrameSwitch(frame_id="reviewer")
     assert (second.frame_id, second.text) == ("reviewer", "hi")
     assert [t.name for t in provider.requests[1].tools] == ["approve", "batch"]
@@ -149,7 +152,7 @@ def test_frame_following_stops_at_the_limit() -> None:
         async with core.session("s") as session:
             return await session.run("go", turn_id="r")
 
-    result = asyncio.run(main())
+    result = run(main(), TIMEOUT)
     assert isinstance(result.outcome, AgentFrameSwitch)
     assert result.turn_id == "r:agent-frame:3"
     assert provider.calls == 4
@@ -192,7 +195,53 @@ def test_a_stored_frame_the_core_no_longer_defines_stops_the_turn_cleanly(tmp_pa
         async with second, second.session("s") as session:
             return await session.run("hello"), session.revision
 
-    result, revision = asyncio.run(main())
+    result, revision = run(main(), TIMEOUT)
     assert result.outcome.reason.value == "runtime_error"  # type: ignore[union-attr]
     assert "agent frame 'b' is not defined on this core" in result.outcome.message  # type: ignore[union-attr]
     assert revision == 1  # nothing was committed
+
+
+def test_frames_inherit_core_tools_given_as_a_generator() -> None:
+    core = LashCore(
+        provider=ScriptedProvider([]),
+        model="m",
+        tools=(t for t in (hand_off, approve)),  # readable once
+        frames={"inherits": AgentFrame(), "own": AgentFrame(tools=(approve,))},
+    )
+    names = {f: [t.name for t in core.machine_config(f).tools] for f in (None, "inherits", "own")}
+    assert names == {
+        None: ["hand_off", "approve", "batch"],
+        "inherits": ["hand_off", "approve", "batch"],
+        "own": ["approve", "batch"],
+    }
+
+
+def test_usage_is_booked_under_the_model_of_the_frame_the_turn_ran_in(tmp_path: Path) -> None:
+    small = LlmUsage(input_tokens=10, output_tokens=1)
+    big = LlmUsage(input_tokens=200, output_tokens=20)
+    provider = ScriptedProvider(
+        [
+            Reply(tool_calls=[ToolCall("hand_off", {"task": "review"})], usage=small),
+            Reply(text="Looks good.", usage=big),
+        ]
+    )
+    core = LashCore(
+        provider=provider,
+        model="small",
+        tools=[hand_off],
+        frames={"reviewer": AgentFrame(tools=(approve,), model="big")},
+        store=f"sqlite:///{tmp_path}",
+    )
+
+    async def main() -> tuple[Any, Any, dict[tuple[str, str], LlmUsage]]:
+        async with core, core.session("s") as session:
+            result = await session.run("please review", turn_id="root")
+            again = await session.run("please review", turn_id="root:agent-frame:1")
+            return result, again, session.usage
+
+    result, again, usage = run(main(), TIMEOUT)
+    assert (result.frame_id, result.text) == ("reviewer", "Looks good.")
+    assert result.usage_rows == (UsageRow(source="turn", model="big", usage=big),)
+    assert again.replayed  # read back from the store, booked the same way
+    assert again.usage_rows == result.usage_rows
+    assert usage == {("turn", "small"): small, ("turn", "big"): big}

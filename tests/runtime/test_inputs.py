@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_support import run
 
 from lash import ConfigError, Image, LashCore, TurnInput
 from lash.attachments import sweep
@@ -19,6 +19,8 @@ from lash.testing import Reply, ScriptedProvider
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 JPEG = b"\xff\xd8\xff\xe0" + b"\x01" * 64
+
+TIMEOUT = 10.0  # seconds before a hung test fails (stores on disk are slower)
 
 
 def test_images_are_stored_referenced_and_committed(tmp_path: Path) -> None:
@@ -45,7 +47,7 @@ def test_images_are_stored_referenced_and_committed(tmp_path: Path) -> None:
             kept = await core.attachments.get(hashlib.sha256(PNG).hexdigest())
             return result, statuses, (report, kept)
 
-    result, statuses, (report, kept) = asyncio.run(main())
+    result, statuses, (report, kept) = run(main(), TIMEOUT)
     assert isinstance(result.outcome, Finished)
     user = result.messages[0]
     assert [p.kind for p in user.parts] == [PartKind.TEXT, PartKind.IMAGE, PartKind.IMAGE]
@@ -89,7 +91,7 @@ def test_bad_input_is_refused_before_anything_is_written(bad: Any, message: str)
             result = await session.run(bad)
             return result, list(await core.attachments.list_ids()), session.revision
 
-    result, stored, revision = asyncio.run(main())
+    result, stored, revision = run(main(), TIMEOUT)
     assert result.outcome.reason is StopReason.INVALID_INPUT  # type: ignore[union-attr]
     assert message in result.outcome.message  # type: ignore[union-attr]
     assert stored == []  # the valid first image was not written either
@@ -136,7 +138,7 @@ def test_a_turn_aborted_before_it_starts_stores_no_images() -> None:
         ids = list(await core.attachments.list_ids())
         return result, ids, await core.attachment_manifest.entries()
 
-    result, ids, entries = asyncio.run(main())
+    result, ids, entries = run(main(), TIMEOUT)
     assert result.outcome.reason is StopReason.PLUGIN_ABORT  # type: ignore[union-attr]
     assert ids == []  # no bytes written
     assert entries == []  # and no intent recorded

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import pytest
+import runtime_support
 
 from lash import ConfigError, LashCore, tool
 from lash.kernel.llm import LlmResponse, TextOutput, ToolResultBlock
@@ -28,10 +28,13 @@ from lash.runtime.plugins import (
     ShortCircuit,
     ToolHookContext,
     TurnHookContext,
+    directives,
 )
 from lash.testing import Reply, ScriptedProvider, ToolCall
 
 CALLS: list[tuple[str, int, int]] = []
+
+TIMEOUT = 10.0  # seconds before a hung test fails (stores on disk are slower)
 
 
 @tool
@@ -58,7 +61,7 @@ def run(core: LashCore, *inputs: str) -> list[Any]:
         async with core.session("s") as session:
             return [await session.run(text) for text in inputs]
 
-    return asyncio.run(main())
+    return runtime_support.run(main(), TIMEOUT)
 
 
 def tool_then_answer() -> list[Reply]:
@@ -336,7 +339,7 @@ def test_actions_are_called_by_name() -> None:
                 await session.action("nope")
             return value
 
-    assert asyncio.run(main()) == 3
+    assert runtime_support.run(main(), TIMEOUT) == 3
 
 
 @pytest.mark.parametrize(
@@ -384,3 +387,80 @@ def test_plugin_message_kinds_in_history() -> None:
         PartKind.TEXT,
         PartKind.PROSE,
     ]
+
+
+@pytest.mark.parametrize(
+    ("result", "message"),
+    [
+        ("abort", "plugin hook returned str; expected None, a directive"),
+        ({"kind": "abort_turn", "message": "x"}, "plugin hook returned dict"),
+        (42, "plugin hook returned int"),
+        ([AbortTurn(message="x"), "y"], "plugin hook returned a sequence holding str"),
+    ],
+)
+def test_a_hook_result_that_is_not_directives_is_a_plugin_error(result: Any, message: str) -> None:
+    with pytest.raises(PluginError, match=message):
+        directives(result)
+
+
+def test_directives_accepts_none_one_directive_or_a_list() -> None:
+    abort = AbortTurn(message="x")
+    assert directives(None) == ()
+    assert directives(abort) == (abort,)
+    assert directives([abort, abort]) == directives((abort, abort)) == (abort, abort)
+
+
+def test_a_before_turn_hook_returning_a_string_fails_the_turn_naming_the_plugin() -> None:
+    async def hook(ctx: TurnHookContext) -> Any:
+        return "abort"  # once silently iterated as characters, and ignored
+
+    provider = ScriptedProvider([Reply(text="never")])
+    plugin = P("sloppy", lambda r: r.before_turn(hook))
+    core = LashCore(provider=provider, model="m", plugins=[plugin])
+    (result,) = run(core, "hello")
+    assert isinstance(result.outcome, Stopped)
+    assert result.outcome.reason is StopReason.RUNTIME_ERROR
+    assert result.outcome.message.startswith(
+        "plugin sloppy: before_turn failed: PluginError: plugin hook returned str"
+    )
+    assert provider.calls == 0
+
+
+@pytest.mark.parametrize("hook_kind", ["before", "after"])
+def test_a_tool_hook_returning_a_non_directive_fails_only_the_call(hook_kind: str) -> None:
+    async def hook(ctx: ToolHookContext) -> Any:
+        return 42  # once a raw TypeError outside the hook's guard, failing the whole turn
+
+    def setup(r: PluginRegistrar) -> None:
+        (r.before_tool_call if hook_kind == "before" else r.after_tool_call)(hook)
+
+    core = LashCore(
+        provider=ScriptedProvider(tool_then_answer()),
+        model="m",
+        tools=[add],
+        plugins=[P("sloppy", setup)],
+    )
+    (result,) = run(core, "go")
+    assert isinstance(result.outcome, Finished)  # the model saw the failed call and answered
+    failure = result.tool_calls[0].output.outcome
+    assert failure.code == f"{hook_kind}_tool_call_failed"  # type: ignore[union-attr]
+    assert failure.message.startswith(  # type: ignore[union-attr]
+        "plugin sloppy: PluginError: plugin hook returned int"
+    )
+
+
+def test_a_checkpoint_hook_returning_a_non_directive_ends_the_turn() -> None:
+    async def hook(ctx: CheckpointContext) -> Any:
+        return {"kind": "enqueue_messages"}
+
+    core = LashCore(
+        provider=ScriptedProvider([Reply(text="x")]),
+        model="m",
+        plugins=[P("sloppy", lambda r: r.checkpoint(hook))],
+    )
+    (result,) = run(core, "go")
+    assert isinstance(result.outcome, Stopped)
+    assert result.outcome.reason is StopReason.PLUGIN_ABORT
+    (error,) = [a for a in result.activities if isinstance(a, ErrorActivity)]
+    assert error.code == "plugin_checkpoint_failed"
+    assert "PluginError: plugin hook returned dict" in error.message

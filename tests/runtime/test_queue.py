@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from runtime_support import run
 
 from lash import Delivery, LashCore, tool
 from lash.kernel.llm import LlmRequest, TextBlock, ToolResultBlock
@@ -13,6 +14,8 @@ from lash.kernel.outcome import Finished
 from lash.runtime.activity import QueuedInputAccepted
 from lash.store.queue import QueuedBatch, QueuedTurnInput
 from lash.testing import Reply, ScriptedProvider, ToolCall
+
+TIMEOUT = 10.0  # seconds before a hung test fails (stores on disk are slower)
 
 
 def queued_text(batch: QueuedBatch) -> str:
@@ -33,11 +36,13 @@ def last_user_texts(request: LlmRequest) -> list[str]:
 
 
 def test_earliest_input_joins_the_running_turn_at_its_next_checkpoint() -> None:
+    running = asyncio.Event()
     gate = asyncio.Event()
 
     @tool
     async def slow() -> str:
         """Wait for the test."""
+        running.set()
         await gate.wait()
         return "done"
 
@@ -55,13 +60,13 @@ def test_earliest_input_joins_the_running_turn_at_its_next_checkpoint() -> None:
     async def main() -> tuple[Any, Any]:
         async with core.session("s") as session:
             turn = asyncio.ensure_future(session.run("check A"))
-            await asyncio.sleep(0.01)  # the tool is running
+            await running.wait()
             item = await session.enqueue("also check B", delivery=Delivery.EARLIEST_SAFE_BOUNDARY)
             gate.set()
             result = await turn
             return result, item
 
-    result, item = asyncio.run(main())
+    result, item = run(main(), TIMEOUT)
     assert result.text == "checked A and B"
     accepted = [a for a in result.activities if isinstance(a, QueuedInputAccepted)]
     assert [(a.checkpoint, a.input_ids, a.texts) for a in accepted] == [
@@ -90,7 +95,7 @@ def test_after_turn_input_waits_and_head_of_line_blocks_early_items() -> None:
             drained = await session.drain()
             return [answer.text, *(r.text for r in drained)], list(await session.pending())
 
-    texts, pending = asyncio.run(main())
+    texts, pending = run(main(), TIMEOUT)
     # Draining runs "second question" as a turn; the early item, now at the head,
     # joins that turn at its first checkpoint instead of becoming a turn of its own.
     assert texts == ["one", "three"]
@@ -114,7 +119,7 @@ def test_source_key_makes_enqueue_idempotent() -> None:
             results = await session.drain()
             return [r.text for r in results]
 
-    assert asyncio.run(main()) == ["ok"]
+    assert run(main(), TIMEOUT) == ["ok"]
 
 
 @pytest.mark.parametrize(
@@ -136,7 +141,7 @@ def test_bad_enqueue_arguments_change_nothing(
                 await session.enqueue(text, **kwargs)
             assert await session.pending() == ()
 
-    asyncio.run(main())
+    run(main(), TIMEOUT)
 
 
 def test_a_finished_turn_result_is_reported_for_each_drained_item() -> None:
@@ -148,6 +153,6 @@ def test_a_finished_turn_result_is_reported_for_each_drained_item() -> None:
             await session.enqueue("2")
             return await session.drain()
 
-    results = asyncio.run(main())
+    results = run(main(), TIMEOUT)
     assert [type(r.outcome) for r in results] == [Finished, Finished]
     assert [r.revision for r in results] == [1, 2]

@@ -7,17 +7,12 @@ the boundary during a real turn.
 """
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from runtime_support import (
-    DurableMemoryStore,
-    RecordingController,
-    RecordingHost,
-    durable_attachments,
-    run,
-)
+from runtime_support import RecordingController, RecordingHost, run
 
 from lash import LashCore, tool
 from lash.kernel.codec import canonical_hash
@@ -547,24 +542,30 @@ def _counting_add(runs: list[tuple[int, int]]) -> Any:
     return counting_add
 
 
-async def _durable_turn(controller: RecordingController, provider: ScriptedProvider, t: Any) -> Any:
+async def _durable_turn(
+    controller: RecordingController, provider: ScriptedProvider, t: Any, data: Path
+) -> Any:
+    """One turn on a durable wiring: SQLite store, file attachments beside it in ``data``."""
     core = LashCore(
         provider=provider,
         model="scripted",
         tools=[t],
         effect_host=RecordingHost(controller),
-        store=DurableMemoryStore(),
-        **durable_attachments(),
+        store=f"sqlite:///{data}",
     )
-    async with core.session("s1") as session:
+    async with core, core.session("s1") as session:
         return await session.run("hi", turn_id="t1")
 
 
-def _record_then_replay() -> tuple[Any, Any, list[tuple[int, int]], ScriptedProvider, list[str]]:
+def _record_then_replay(
+    tmp_path: Path,
+) -> tuple[Any, Any, list[tuple[int, int]], ScriptedProvider, list[str]]:
+    """Record a turn, then replay it from the journal in a fresh process's store."""
     runs: list[tuple[int, int]] = []
     t = _counting_add(runs)
     recorder = RecordingController(tier=DurabilityTier.DURABLE)
-    original = run(_durable_turn(recorder, ScriptedProvider(_two_tool_script()), t))
+    script = ScriptedProvider(_two_tool_script())
+    original = run(_durable_turn(recorder, script, t, tmp_path / "recorded"), 10.0)
     assert runs == [(1, 2), (3, 4)]
     journal = dict(recorder.outcomes)
 
@@ -573,15 +574,15 @@ def _record_then_replay() -> tuple[Any, Any, list[tuple[int, int]], ScriptedProv
 
     replayer = RecordingController(tier=DurabilityTier.DURABLE, hook=replay)
     empty = ScriptedProvider([])
-    replayed = run(_durable_turn(replayer, empty, t))
+    replayed = run(_durable_turn(replayer, empty, t, tmp_path / "replayed"), 10.0)
     assert replayer.keys() == recorder.keys()
     return original, replayed, runs, empty, recorder.keys()
 
 
-def test_a_durable_journal_replays_the_turn_without_reexecuting_anything() -> None:
+def test_a_durable_journal_replays_the_turn_without_reexecuting_anything(tmp_path: Path) -> None:
     """Every nondeterministic operation crosses the boundary: replaying the recorded
     outcomes by replay key reproduces the turn with no model call and no tool run."""
-    original, replayed, runs, empty, keys = _record_then_replay()
+    original, replayed, runs, empty, keys = _record_then_replay(tmp_path)
     assert runs == [(1, 2), (3, 4)]  # no tool ran again
     assert empty.calls == 0  # no model call
     assert len(keys) == 6
@@ -591,11 +592,11 @@ def test_a_durable_journal_replays_the_turn_without_reexecuting_anything() -> No
     assert replayed.tool_calls == original.tool_calls
 
 
-def test_a_replayed_turn_still_streams_its_prose_answer() -> None:
+def test_a_replayed_turn_still_streams_its_prose_answer(tmp_path: Path) -> None:
     """A host watching a turn resumed from a journal must see the answer: the recorded
     ``LlmCompleted`` says ``text_streamed=True`` (it streamed in the *original*
     process), but nothing streamed in this one."""
-    original, replayed, *_ = _record_then_replay()
+    original, replayed, *_ = _record_then_replay(tmp_path)
 
     def prose(result: Any) -> str:
         return "".join(a.text for a in result.activities if a.type == "assistant_prose_delta")

@@ -6,6 +6,7 @@ behaviour is the same), with ``ScriptedProvider`` as the model.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,6 @@ TIMEOUT = 20.0
 
 def _store(kind: str, tmp_path: Path) -> Any:
     return MemoryStore() if kind == "memory" else f"sqlite:///{tmp_path / 'db'}"
-
-
-def _texts(result_messages: Any) -> list[tuple[str, str]]:
-    return [(m.role.value, m.text()) for m in result_messages]
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
@@ -223,15 +220,15 @@ def test_stopped_turns_replay_their_outcome_too(tmp_path: Path) -> None:
     run(main(), TIMEOUT)
 
 
-def test_branching_while_a_turn_runs_is_refused(tmp_path: Path) -> None:
+def test_branching_while_a_turn_runs_is_refused() -> None:
     async def main() -> None:
-        import asyncio
-
+        running = asyncio.Event()
         gate = asyncio.Event()
 
         @tool
         async def wait() -> str:
             """Wait for the gate."""
+            running.set()
             await gate.wait()
             return "ok"
 
@@ -241,7 +238,7 @@ def test_branching_while_a_turn_runs_is_refused(tmp_path: Path) -> None:
             core.session("s") as session,
         ):
             task = asyncio.ensure_future(session.run("go"))
-            await asyncio.sleep(0.05)
+            await running.wait()
             with pytest.raises(SessionBusyError):
                 await session.branch_to("anything")
             gate.set()

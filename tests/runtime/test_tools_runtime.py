@@ -694,6 +694,40 @@ def test_cancellation_stops_retrying() -> None:
     assert result.outcome.reason is StopReason.CANCELLED
 
 
+def test_arguments_are_checked_against_the_schema_once_per_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``prepare_failure`` checks the schema; the attempts only convert the arguments."""
+    import lash.kernel.tools.typed as typed_module
+    import lash.runtime.tools as tools_module
+
+    checked: list[Any] = []
+    real_check = tools_module.validate_tool_args
+
+    def counting_check(schema: Any, args: Any) -> None:
+        checked.append(args)
+        real_check(schema, args)
+
+    monkeypatch.setattr(tools_module, "validate_tool_args", counting_check)
+    monkeypatch.setattr(typed_module, "validate_tool_args", counting_check)
+    attempts: list[int] = []
+
+    @tool(retry=SafeRetry(max_attempts=3, base_delay_ms=1))
+    async def shaky(n: int, ctx: ToolContext) -> int:
+        """Fail twice, then answer."""
+        attempts.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise ToolError("busy", retryable=True)
+        return n
+
+    host = RecordingHost(RecordingController(skip_sleeps=True))
+    replies = [Reply(tool_calls=[ToolCall("shaky", {"n": 4})]), Reply(text="4")]
+    result, _ = run(_turn([shaky], replies, host=host))
+    assert result.tool_calls[0].output == ToolOutput.success(4)
+    assert attempts == [1, 2, 3]
+    assert checked == [{"n": 4}]
+
+
 def test_tool_call_duration_covers_every_attempt() -> None:
     """reference/runtime.md §3 Dispatch 5: "Duration covers all attempts"."""
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import msgspec
 import pytest
+from runtime_support import run
 
 from lash import ConfigError, LashCore, tool
 from lash.kernel.llm import LlmRequest, LlmResponse, LlmUsage
@@ -27,6 +27,8 @@ from lash.runtime.trace import (
 from lash.testing import Reply, ScriptedProvider, ToolCall
 
 SECRET = "sk-test-PLANTED-SECRET-9f8e7d"
+
+TIMEOUT = 10.0  # seconds before a hung test fails (stores on disk are slower)
 
 
 @tool
@@ -66,7 +68,7 @@ def test_jsonl_trace_records_a_turn_in_order(tmp_path: Path) -> None:
             await session.run("1+2?", turn_id="turn-a")
             await session.run("again", turn_id="turn-b")
 
-    asyncio.run(main())
+    run(main(), TIMEOUT)
     records = read_trace(path)
     kinds = [(r.turn_id, type(r.event).__name__) for r in records]
     assert kinds == [
@@ -121,7 +123,7 @@ def test_no_sink_sees_the_api_key(tmp_path: Path) -> None:
                 blobs.append(msgspec.json.encode(stored))
         return blobs
 
-    blobs = asyncio.run(main())
+    blobs = run(main(), TIMEOUT)
     blobs.append(path.read_bytes())
     blobs.extend(msgspec.json.encode(r) for r in memory.records)
     assert memory.records, "the in-memory sink recorded nothing"
@@ -156,3 +158,25 @@ def test_read_trace_names_a_malformed_line(tmp_path: Path) -> None:
         f.write(b"{not json}\n")
     with pytest.raises(msgspec.DecodeError, match="line 2"):
         read_trace(path)
+
+
+def test_a_trace_file_the_core_opened_is_closed_with_the_core(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    mine = ListTraceSink()
+
+    async def main() -> JsonlTraceSink:
+        core = LashCore(provider=ScriptedProvider([Reply(text="a")]), model="m", trace=path)
+        async with core, core.session("s") as session:
+            await session.run("hi")
+            sink = core.trace
+            assert isinstance(sink, JsonlTraceSink)
+            assert sink._file is not None  # opened by the first record
+        given = LashCore(provider=ScriptedProvider([Reply(text="b")]), model="m", trace=mine)
+        async with given, given.session("s") as session:
+            await session.run("hi")
+        return sink
+
+    sink = run(main(), TIMEOUT)
+    assert sink._file is None  # closed by the core's aclose
+    assert read_trace(path)  # and everything it wrote is there
+    assert mine.records  # a sink the host passed is the host's to manage

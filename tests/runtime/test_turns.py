@@ -5,19 +5,14 @@ Each test drives ``LashCore`` → ``core.session(id)`` → ``session.run`` /
 """
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from runtime_support import (
-    DurableMemoryStore,
-    RecordingController,
-    RecordingHost,
-    durable_attachments,
-    run,
-)
+from runtime_support import RecordingController, RecordingHost, run
 
 from lash import (
     CancelToken,
@@ -442,6 +437,36 @@ async def _cancel_after(token: CancelToken, seconds: float) -> None:
     token.cancel()
 
 
+def test_on_cancel_returns_a_remover() -> None:
+    token = CancelToken()
+    fired: list[str] = []
+    remove_a = token.on_cancel(lambda: fired.append("a"))
+    token.on_cancel(lambda: fired.append("b"))
+    remove_a()
+    remove_a()  # idempotent
+    token.cancel()
+    assert fired == ["b"]
+    token.on_cancel(lambda: fired.append("late"))()  # runs at once; its remover is a no-op
+    assert fired == ["b", "late"]
+
+
+def test_a_reused_token_keeps_no_callback_of_finished_turns() -> None:
+    async def body() -> CancelToken:
+        core, _ = _core([Reply(text="a"), Reply(text="b"), Reply(text="c")])
+        token = CancelToken()
+        async with core.session("s1") as session:
+            for text in ("one", "two"):
+                await session.run(text, cancel=token)
+            async with session.turn("three", cancel=token).stream() as stream:
+                async for _ in stream:
+                    pass
+        return token
+
+    token = run(body())
+    assert token._callbacks == {}  # each held its finished turn's task
+    assert not token.cancelled
+
+
 def test_cancelling_during_the_model_call_stops_quickly_and_commits() -> None:
     async def body() -> tuple[TurnResult, float, Session, ScriptedProvider]:
         core, provider = _core([Reply(text="too late", delay=30.0)])
@@ -833,22 +858,73 @@ def test_config_errors_are_raised_before_any_turn(options: dict[str, Any], messa
 
 
 def test_a_durable_host_needs_a_durable_store_and_durable_attachments(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'db'}"
     with pytest.raises(ConfigError, match=r"the attachments facet is inline"):
         LashCore(
             provider=ScriptedProvider([]),
             model="m",
             effect_host=_DurableHost(),
-            store=DurableMemoryStore(),
+            store=store,
+            attachments="memory://",
         )
     core = LashCore(
         provider=ScriptedProvider([]),
         model="m",
         effect_host=_DurableHost(),
-        store=DurableMemoryStore(),
+        store=store,
         attachments=f"file:///{tmp_path / 'attachments'}",
     )
     assert core.effect_host.tier is DurabilityTier.DURABLE
     assert core.attachments.tier is DurabilityTier.DURABLE
+    run(core.aclose())
+
+
+def _lash_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("lash-")}
+
+
+def test_a_config_error_opens_nothing_or_closes_what_it_opened(tmp_path: Path) -> None:
+    before = _lash_threads()
+    with pytest.raises(ConfigError, match="max_frame_switches must be >= 0"):
+        LashCore(
+            provider=ScriptedProvider([]),
+            model="m",
+            store=f"sqlite:///{tmp_path / 'early'}",
+            max_frame_switches=-1,
+        )
+    assert not (tmp_path / "early").exists()  # checked before the store was opened
+    with pytest.raises(ConfigError, match="a durable store needs durable peers"):
+        LashCore(
+            provider=ScriptedProvider([]),
+            model="m",
+            store=f"sqlite:///{tmp_path / 'late'}",
+            attachments="memory://",
+        )
+    assert (tmp_path / "late").is_dir()  # opened, then the tier check failed ...
+    assert _lash_threads() <= before  # ... and its SQLite thread was stopped
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"store": "sqlite:///{file}"}, "store 'sqlite:///.*': SqliteStore path .* is not a dir"),
+        ({"attachments": "file:///{file}"}, "attachments 'file:///.*': .* is not a directory"),
+        ({"attachments": "sqlite:///{dir}"}, "attachments 'sqlite:///.*': .* is a directory"),
+    ],
+)
+def test_a_path_of_the_wrong_kind_is_a_config_error(
+    tmp_path: Path, options: dict[str, str], message: str
+) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    where = {"file": tmp_path / "file", "dir": tmp_path}
+    before = _lash_threads()
+    with pytest.raises(ConfigError, match=message):
+        LashCore(
+            provider=ScriptedProvider([]),
+            model="m",
+            **{k: v.format(**where) for k, v in options.items()},
+        )
+    assert _lash_threads() <= before
 
 
 @pytest.mark.parametrize("session_id", ["", "  "])
@@ -930,20 +1006,17 @@ def test_an_outcome_for_another_effect_fails_the_turn_explicitly() -> None:
     assert message.startswith("effect outcome rejected: expected LlmCompleted or LlmFailed")
 
 
-def test_a_raising_durable_controller_raises_so_the_engine_can_replay() -> None:
+def test_a_raising_durable_controller_raises_so_the_engine_can_replay(tmp_path: Path) -> None:
     async def reject(envelope: EffectEnvelope, executor: EffectExecutor) -> EffectOutcome:
         raise EffectHostError("suspended", "waiting for the journal")
 
     async def body() -> None:
         controller = RecordingController(tier=DurabilityTier.DURABLE, hook=reject)
-        store = DurableMemoryStore()
         core, _ = _core(
-            [Reply(text="x")],
-            effect_host=RecordingHost(controller),
-            store=store,
-            **durable_attachments(),
+            [Reply(text="x")], effect_host=RecordingHost(controller), store=f"sqlite:///{tmp_path}"
         )
-        async with core.session("s1") as session:
+        store = core.store
+        async with core, core.session("s1") as session:
             with pytest.raises(EffectHostError, match="suspended: waiting for the journal"):
                 await session.run("hi", turn_id="t1")
             assert session.revision is None
@@ -951,7 +1024,7 @@ def test_a_raising_durable_controller_raises_so_the_engine_can_replay() -> None:
             with pytest.raises(EffectHostError):  # not left busy
                 await session.run("hi", turn_id="t1")
 
-    run(body())
+    run(body(), 10.0)
 
 
 # ---------------------------------------------------------------- the memory store

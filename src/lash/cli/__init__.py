@@ -12,10 +12,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lash", description="lash: durable LLM agent runtime")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="run a scripted agent end to end (no network)")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from .demo import main as demo
+    parser.parse_args(argv)  # argparse exits with a usage error for any other command
+    from .demo import main as demo
 
-        return demo(sys.stdout)
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
-    return 2
+    return demo(sys.stdout)

@@ -125,14 +125,13 @@ async def _turn(session: Session, text: str, out: TextIO) -> TurnResult:
     return result
 
 
-async def run_demo(out: TextIO, data_dir: str | None = None) -> list[TurnResult]:
+async def run_demo(out: TextIO) -> list[TurnResult]:
     """Run the demo, writing to ``out``; returns the turn results.
 
-    Sessions live in an SQLite store under ``data_dir`` (a fresh temporary
-    directory by default).
+    Sessions live in an SQLite store in a fresh temporary directory.
     """
     with tempfile.TemporaryDirectory(prefix="lash-demo-") as scratch:
-        return await _demo(out, data_dir or scratch)
+        return await _demo(out, scratch)
 
 
 async def _demo(out: TextIO, data_dir: str) -> list[TurnResult]:

@@ -17,90 +17,52 @@ from ..kernel.llm import LlmUsage
 from ..kernel.outcome import TurnOutcome
 from ..kernel.tools.output import ToolOutput
 
-_S = {"frozen": True, "kw_only": True, "omit_defaults": True}
 
+class _Activity(msgspec.Struct, tag_field="type", frozen=True, kw_only=True, omit_defaults=True):
+    """The fields and wire shape every activity shares.
 
-class _Activity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    Subclasses inherit the struct config; they restate ``frozen=True`` only
+    because type checkers do not inherit it.
+    """
+
+    id: str
+    correlation_id: str
+
     @property
     def type(self) -> str:
         """The activity's kind, e.g. ``assistant_prose_delta`` (its ``type`` on the wire)."""
         return self.__struct_config__.tag  # type: ignore[return-value]
 
 
-class ModelRequestStarted(
-    _Activity,
-    tag="model_request_started",
-    tag_field="type",
-    frozen=True,
-    kw_only=True,
-    omit_defaults=True,
-):
+class ModelRequestStarted(_Activity, tag="model_request_started", frozen=True):
     """A model call starts."""
 
-    id: str
-    correlation_id: str
     iteration: int
 
 
-class AssistantProseDelta(
-    _Activity,
-    tag="assistant_prose_delta",
-    tag_field="type",
-    frozen=True,
-    kw_only=True,
-    omit_defaults=True,
-):
+class AssistantProseDelta(_Activity, tag="assistant_prose_delta", frozen=True):
     """A piece of the assistant's prose."""
 
-    id: str
-    correlation_id: str
     text: str
 
 
-class ReasoningDelta(
-    _Activity,
-    tag="reasoning_delta",
-    tag_field="type",
-    frozen=True,
-    kw_only=True,
-    omit_defaults=True,
-):
+class ReasoningDelta(_Activity, tag="reasoning_delta", frozen=True):
     """A piece of visible reasoning."""
 
-    id: str
-    correlation_id: str
     text: str
 
 
-class ToolCallStarted(
-    _Activity,
-    tag="tool_call_started",
-    tag_field="type",
-    frozen=True,
-    kw_only=True,
-    omit_defaults=True,
-):
+class ToolCallStarted(_Activity, tag="tool_call_started", frozen=True):
     """A tool call starts; ``correlation_id`` is the call id."""
 
-    id: str
-    correlation_id: str
     call_id: str
     name: str
     args: Any
 
 
-class ToolCallCompleted(
-    _Activity,
-    tag="tool_call_completed",
-    tag_field="type",
-    frozen=True,
-    kw_only=True,
-    omit_defaults=True,
-):
+class ToolCallCompleted(_Activity, tag="tool_call_completed", frozen=True):
     """A tool call finished; ``output`` is the full output (not the model's projection)."""
 
-    id: str
-    correlation_id: str
     call_id: str
     name: str
     args: Any
@@ -108,84 +70,50 @@ class ToolCallCompleted(
     duration_ms: int = 0
 
 
-class UsageReported(
-    _Activity, tag="usage", tag_field="type", frozen=True, kw_only=True, omit_defaults=True
-):
+class UsageReported(_Activity, tag="usage", frozen=True):
     """Usage of one model call, and the turn's running total."""
 
-    id: str
-    correlation_id: str
     iteration: int
     usage: LlmUsage
     cumulative: LlmUsage
 
 
-class RetryStatus(
-    _Activity, tag="retry_status", tag_field="type", frozen=True, kw_only=True, omit_defaults=True
-):
+class RetryStatus(_Activity, tag="retry_status", frozen=True):
     """The provider will retry a failed call after ``wait_seconds``."""
 
-    id: str
-    correlation_id: str
     wait_seconds: float
     attempt: int
     max_attempts: int
     reason: str
 
 
-class QueuedInputAccepted(
-    _Activity,
-    tag="queued_input_accepted",
-    tag_field="type",
-    frozen=True,
-    kw_only=True,
-    omit_defaults=True,
-):
+class QueuedInputAccepted(_Activity, tag="queued_input_accepted", frozen=True):
     """Queued input joined the running turn at a checkpoint."""
 
-    id: str
-    correlation_id: str
     checkpoint: str
     input_ids: tuple[str, ...]
     texts: tuple[str, ...]
 
 
-class ChildTurnCompleted(
-    _Activity,
-    tag="child_turn_completed",
-    tag_field="type",
-    frozen=True,
-    kw_only=True,
-    omit_defaults=True,
-):
+class ChildTurnCompleted(_Activity, tag="child_turn_completed", frozen=True):
     """A tool ran a turn of a child session; its usage counts toward this turn."""
 
-    id: str
-    correlation_id: str
     session_id: str
     turn_id: str
     outcome: TurnOutcome
     usage: LlmUsage
 
 
-class ToolValue(
-    _Activity, tag="tool_value", tag_field="type", frozen=True, kw_only=True, omit_defaults=True
-):
+class ToolValue(_Activity, tag="tool_value", frozen=True):
     """A tool ended the turn with its value."""
 
-    id: str
-    correlation_id: str
     tool_name: str
     value: Any = None
 
 
-class ErrorActivity(
-    _Activity, tag="error", tag_field="type", frozen=True, kw_only=True, omit_defaults=True
-):
+class ErrorActivity(_Activity, tag="error", frozen=True):
     """Something went wrong; ``kind`` and ``code`` say what."""
 
-    id: str
-    correlation_id: str
     message: str
     kind: str | None = None
     code: str | None = None

@@ -6,6 +6,10 @@ import asyncio
 from collections.abc import Callable
 
 
+def _nothing() -> None:
+    """The remover of a callback that already ran."""
+
+
 class CancelToken:
     """A one-way switch that asks a turn (and its tools) to stop.
 
@@ -17,7 +21,7 @@ class CancelToken:
 
     def __init__(self) -> None:
         self._event: asyncio.Event | None = None
-        self._callbacks: list[Callable[[], None]] = []
+        self._callbacks: dict[object, Callable[[], None]] = {}
         self.reason = ""
 
     @property
@@ -32,16 +36,28 @@ class CancelToken:
         self.reason = reason or "cancelled"
         if self._event is not None:
             self._event.set()
-        for callback in self._callbacks:
-            callback()
+        callbacks = list(self._callbacks.values())
         self._callbacks.clear()
+        for callback in callbacks:
+            callback()
 
-    def on_cancel(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` on cancellation (at once if already cancelled)."""
+    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` on cancellation (at once if already cancelled).
+
+        Returns a function that unregisters the callback (idempotent); call it
+        when the callback is no longer needed, so a token reused across many
+        turns does not keep every finished turn alive.
+        """
         if self.reason:
             callback()
-        else:
-            self._callbacks.append(callback)
+            return _nothing
+        handle = object()
+        self._callbacks[handle] = callback
+
+        def remove() -> None:
+            self._callbacks.pop(handle, None)
+
+        return remove
 
     async def wait(self) -> None:
         """Return once cancelled."""

@@ -11,7 +11,8 @@ Hooks are async functions returning *directives* (values, never exceptions):
 | ``after_tool_call`` | ``ShortCircuit`` (replace output), ``EnqueueMessages`` (next checkpoint) |
 
 Directive hooks run one after another in registration order; a hook that
-raises fails what it guards (the turn, or the tool call) with the plugin named.
+raises, or returns something other than None, a directive or a list of
+directives, fails what it guards (the turn, or the tool call) with the plugin named.
 Lifecycle listeners run concurrently and their failures are logged, never
 fatal. Exactly one tool-result projector may be registered.
 
@@ -279,10 +280,31 @@ class PluginHost:
                 log.warning("plugin %s listener failed on %s: %r", pid, event.type, outcome)
 
 
+_DIRECTIVES = (AbortTurn, ReplaceToolArgs, ShortCircuit, EnqueueMessages)
+
+
 def directives(result: HookResult) -> tuple[Directive, ...]:
-    """A hook's result as a tuple of directives."""
+    """A hook's result as a tuple of directives.
+
+    A hook may return None, one directive, or a list or tuple of them; anything
+    else (a string, a dict, a number, ...) is a ``PluginError``.
+    """
     if result is None:
         return ()
-    if isinstance(result, AbortTurn | ReplaceToolArgs | ShortCircuit | EnqueueMessages):
+    if isinstance(result, _DIRECTIVES):
         return (result,)
-    return tuple(result)
+    if isinstance(result, list | tuple):
+        for item in result:
+            if not isinstance(item, _DIRECTIVES):
+                raise PluginError(
+                    f"plugin hook returned a sequence holding {type(item).__name__}; "
+                    f"each item must be a directive ({_DIRECTIVE_NAMES})"
+                )
+        return tuple(result)
+    raise PluginError(
+        f"plugin hook returned {type(result).__name__}; expected None, a directive "
+        f"({_DIRECTIVE_NAMES}) or a list of directives"
+    )
+
+
+_DIRECTIVE_NAMES = ", ".join(t.__name__ for t in _DIRECTIVES)

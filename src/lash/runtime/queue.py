@@ -204,11 +204,6 @@ class TurnClaims:
         self._taken: list[QueueClaim] = []
         self._confirmed: list[QueueClaim] = []
 
-    @property
-    def claims(self) -> tuple[QueueClaim, ...]:
-        """The claims whose injection the turn accepted, oldest first."""
-        return tuple(self._confirmed)
-
     async def take(self) -> QueueClaim | None:
         """Claim the ``earliest_safe_boundary`` batches at the head of the queue, if any.
 

@@ -209,9 +209,13 @@ class Tool:
         return f"Tool({self.name!r})"
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutput:
-        """Run one attempt; every failure comes back as a ``ToolOutput`` failure."""
+        """Run one attempt; every failure comes back as a ``ToolOutput`` failure.
+
+        ``args`` must already have passed ``prepare_failure`` (the schema check);
+        here they are only converted into the function's Python values.
+        """
         try:
-            kwargs = self._typed.parse_args(args) if self._typed is not None else dict(args)
+            kwargs = self._typed.convert_args(args) if self._typed is not None else dict(args)
         except InvalidToolArguments as exc:
             return _failure(
                 FailureClass.INVALID_REQUEST, "invalid_tool_args", f"{self.name}: {exc}"

@@ -190,7 +190,6 @@ class TurnRunner:
         registry: ToolRegistry,
         cancel: CancelToken | None = None,
         sink: ActivitySink | None = None,
-        projector: Projector | None = None,
         tracer: Tracer | None = None,
         plugins: PluginHost | None = None,
         queue: TurnClaims | None = None,
@@ -207,9 +206,9 @@ class TurnRunner:
         self.cancel = cancel or CancelToken()
         self.plugins = plugins if plugins is not None and not plugins.empty else None
         parts = self.plugins.parts if self.plugins is not None else None
-        if projector is None:
-            projector = parts.projector[1] if parts and parts.projector else default_projection
-        self.projector = projector
+        self.projector: Projector = (
+            parts.projector[1] if parts and parts.projector else default_projection
+        )
         self._pending_injections: list[InjectedMessage] = []
         self._queue = queue
         self._spawn = spawn
@@ -380,19 +379,24 @@ class TurnRunner:
 
     # ------------------------------------------------------------ reply effects
 
+    def _effect_key(self, kind: EffectKind, effect_id: int) -> str:
+        return turn_effect_key(
+            self.session_id, self.turn_id, self.turn_index, self.machine.iteration, kind, effect_id
+        )
+
+    async def _send(
+        self, kind: EffectKind, effect_id: int, command: Any, key: str | None = None
+    ) -> EffectOutcome | None:
+        """Send one of the machine's reply effects; its outcome, or None if the turn failed."""
+        key = key or self._effect_key(kind, effect_id)
+        return await self._run(self._envelope(kind, str(effect_id), key, command))
+
     async def _llm_call(self, effect: LlmCall) -> None:
         self._llm_effect = effect.id
         if self.cancel.cancelled:
             self.machine.cancel(self.cancel.reason)
             return
-        key = turn_effect_key(
-            self.session_id,
-            self.turn_id,
-            self.turn_index,
-            self.machine.iteration,
-            EffectKind.LLM_CALL,
-            effect.id,
-        )
+        key = self._effect_key(EffectKind.LLM_CALL, effect.id)
         command = LlmCallCommand(effect_id=effect.id, request=effect.request)
         trace = self._trace
         if trace is not None:
@@ -406,7 +410,7 @@ class TurnRunner:
                 )
             )
             started = time.perf_counter()
-        outcome = await self._run(self._envelope(EffectKind.LLM_CALL, str(effect.id), key, command))
+        outcome = await self._send(EffectKind.LLM_CALL, effect.id, command, key)
         if trace is not None:
             elapsed = round((time.perf_counter() - started) * 1000, 3)
             if isinstance(outcome, LlmCompleted):
@@ -433,18 +437,8 @@ class TurnRunner:
             self._respond(outcome)  # type: ignore[arg-type]
 
     async def _checkpoint(self, effect: Checkpoint) -> None:
-        key = turn_effect_key(
-            self.session_id,
-            self.turn_id,
-            self.turn_index,
-            self.machine.iteration,
-            EffectKind.CHECKPOINT,
-            effect.id,
-        )
         command = CheckpointCommand(effect_id=effect.id, kind=effect.kind)
-        outcome = await self._run(
-            self._envelope(EffectKind.CHECKPOINT, str(effect.id), key, command)
-        )
+        outcome = await self._send(EffectKind.CHECKPOINT, effect.id, command)
         if outcome is not None:
             self._respond(outcome)  # type: ignore[arg-type]
             if self._queue is not None:
@@ -454,17 +448,8 @@ class TurnRunner:
                 self._queue.confirm()
 
     async def _sync_surface(self, effect: SyncExecutionSurface) -> None:
-        key = turn_effect_key(
-            self.session_id,
-            self.turn_id,
-            self.turn_index,
-            self.machine.iteration,
-            EffectKind.SYNC_EXECUTION_SURFACE,
-            effect.id,
-        )
         command = SyncSurfaceCommand(effect_id=effect.id, refresh=effect.refresh)
-        envelope = self._envelope(EffectKind.SYNC_EXECUTION_SURFACE, str(effect.id), key, command)
-        outcome = await self._run(envelope)
+        outcome = await self._send(EffectKind.SYNC_EXECUTION_SURFACE, effect.id, command)
         if outcome is not None:
             self._respond(outcome)  # type: ignore[arg-type]
 
@@ -686,12 +671,12 @@ class TurnRunner:
             )
             for pid, hook in self.plugins.parts.checkpoint_hooks:
                 try:
-                    result = await hook(ctx)
+                    decided = directives(await hook(ctx))
                 except Exception as exc:
                     raise PluginAbortError(
                         pid, "plugin_checkpoint_failed", f"{type(exc).__name__}: {exc}"
                     ) from exc
-                for d in directives(result):
+                for d in decided:
                     if isinstance(d, AbortTurn):
                         raise PluginAbortError(pid, d.code, d.message)
                     if isinstance(d, EnqueueMessages):
@@ -719,7 +704,7 @@ class TurnRunner:
     async def _execute_llm(self, command: LlmCallCommand) -> LlmCompleted | LlmFailed:
         streamed = False
         streamed_usage: LlmUsage | None = None
-        correlation = f"{self.turn_id}:prose:{command.effect_id}"
+        correlation = self._prose_correlation(command.effect_id)
 
         async def on_event(event: StreamEvent) -> None:
             nonlocal streamed, streamed_usage
@@ -727,21 +712,9 @@ class TurnRunner:
             if kind is TextDeltaEvent:
                 streamed = True
                 self._streamed.add(command.effect_id)
-                await self._emit(
-                    AssistantProseDelta(
-                        id=self._next_id(),
-                        correlation_id=event.item_id or correlation,  # type: ignore[union-attr]
-                        text=self._display(event.text),  # type: ignore[union-attr]
-                    )
-                )
+                await self._prose_delta(command.effect_id, event.text, event.item_id)  # type: ignore[union-attr]
             elif kind is ReasoningDeltaEvent:
-                await self._emit(
-                    ReasoningDelta(
-                        id=self._next_id(),
-                        correlation_id=event.item_id or f"{correlation}:reasoning",  # type: ignore[union-attr]
-                        text=event.text,  # type: ignore[union-attr]
-                    )
-                )
+                await self._reasoning_delta(command.effect_id, event.text, event.item_id)  # type: ignore[union-attr]
             elif kind is RetryStatusEvent:
                 e: RetryStatusEvent = event  # type: ignore[assignment]
                 await self._emit(
@@ -820,10 +793,10 @@ class TurnRunner:
         for pid, hook in parts.before_tool_hooks:
             hook_ctx = ToolHookContext(session_id=self.session_id, turn_id=self.turn_id, call=call)
             try:
-                result = await hook(hook_ctx)
+                decided = directives(await hook(hook_ctx))
             except Exception as exc:
                 return _hook_failure(pid, "before_tool_call_failed", exc)
-            for d in directives(result):
+            for d in decided:
                 if isinstance(d, ShortCircuit):
                     return d.output
                 if isinstance(d, AbortTurn):
@@ -846,10 +819,10 @@ class TurnRunner:
                 session_id=self.session_id, turn_id=self.turn_id, call=call, output=output
             )
             try:
-                result = await hook(hook_ctx)
+                decided = directives(await hook(hook_ctx))
             except Exception as exc:
                 return _hook_failure(pid, "after_tool_call_failed", exc)
-            for d in directives(result):
+            for d in decided:
                 if isinstance(d, ShortCircuit):
                     output = d.output
                 elif isinstance(d, EnqueueMessages):
@@ -944,24 +917,29 @@ class TurnRunner:
         if self._sink is not None:
             await self._sink(activity)
 
+    def _prose_correlation(self, effect_id: int) -> str:
+        return f"{self.turn_id}:prose:{effect_id}"
+
+    async def _prose_delta(self, effect_id: int, text: str, item_id: str | None = None) -> None:
+        """A piece of model call ``effect_id``'s prose (``item_id``: the provider's grouping)."""
+        correlation = item_id or self._prose_correlation(effect_id)
+        await self._emit(
+            AssistantProseDelta(
+                id=self._next_id(), correlation_id=correlation, text=self._display(text)
+            )
+        )
+
+    async def _reasoning_delta(self, effect_id: int, text: str, item_id: str | None = None) -> None:
+        """A piece of model call ``effect_id``'s visible reasoning."""
+        correlation = item_id or f"{self._prose_correlation(effect_id)}:reasoning"
+        await self._emit(ReasoningDelta(id=self._next_id(), correlation_id=correlation, text=text))
+
     async def _on_event(self, event: SessionEvent) -> None:
         kind = type(event)
         if kind is TextDelta:
-            await self._emit(
-                AssistantProseDelta(
-                    id=self._next_id(),
-                    correlation_id=f"{self.turn_id}:prose:{self._llm_effect}",
-                    text=self._display(event.content),  # type: ignore[union-attr]
-                )
-            )
+            await self._prose_delta(self._llm_effect, event.content)  # type: ignore[union-attr]
         elif kind is KernelReasoningDelta:
-            await self._emit(
-                ReasoningDelta(
-                    id=self._next_id(),
-                    correlation_id=f"{self.turn_id}:prose:{self._llm_effect}:reasoning",
-                    text=event.content,  # type: ignore[union-attr]
-                )
-            )
+            await self._reasoning_delta(self._llm_effect, event.content)  # type: ignore[union-attr]
         elif kind is LlmRequestStarted:
             aid = self._next_id()
             await self._emit(

@@ -97,13 +97,6 @@ class ScriptedProvider:
         """How many completions were requested."""
         return len(self.requests)
 
-    @property
-    def remaining(self) -> int | None:
-        """Replies left in a list script (None for a function script)."""
-        if callable(self._script):
-            return None
-        return len(self._script) - self._next
-
     async def _reply_for(self, request: LlmRequest) -> Reply:
         script = self._script
         if callable(script):

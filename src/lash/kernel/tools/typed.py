@@ -3,7 +3,8 @@
 ``tool_definition_from_function`` reads a function's type hints and docstring
 and returns a :class:`TypedTool`: the :class:`ToolDefinition` the model sees
 plus ``parse_args``, which checks a call's JSON arguments against the input
-schema and turns them into the Python values to call the function with.
+schema and turns them into the Python values to call the function with
+(``convert_args`` does only the second step, for arguments already checked).
 Nothing here runs the function, so plain and ``async`` functions are alike.
 
 pydantic is imported on first use only.
@@ -116,6 +117,15 @@ class TypedTool:
         :class:`InvalidToolArguments` with argument paths on failure.
         """
         validate_tool_args(self.definition.input_schema, args)
+        return self.convert_args(args)
+
+    def convert_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Convert arguments that already passed the input schema, as ``parse_args`` does.
+
+        Only the pydantic conversion runs (the runtime checks the schema once,
+        before any attempt). Raises :class:`InvalidToolArguments` if pydantic
+        still refuses them.
+        """
         from pydantic import ValidationError
 
         try:
