@@ -33,6 +33,7 @@ from lash.kernel.llm import (
 from lash.kernel.machine import MachineConfig, TurnMachine
 from lash.kernel.messages import Message, user_message
 from lash.kernel.protocols.standard import StandardDriver
+from lash.kernel.render import RenderCache
 from lash.kernel.tools.output import CompletedToolCall, TextReturn, ToolOutput
 
 BUDGET_US = 100.0
@@ -80,14 +81,18 @@ def _answer_tools(effect: ToolCalls) -> ToolResults:
     return ToolResults(id=effect.id, results=tuple(results))
 
 
-def one_turn(config: MachineConfig, history: list[Message], turn: int) -> float:
-    """Run one turn; the host loop dispatches on effect type, as a real host does."""
+def one_turn(config: MachineConfig, history: list[Message], turn: int, cache: RenderCache) -> float:
+    """Run one turn; the host loop dispatches on effect type, as a real host does.
+
+    ``cache`` is the session's render cache, kept across its turns as the runtime does.
+    """
     start = time.perf_counter()
     machine = TurnMachine(
         config,
         history,
         inputs=[user_message(f"u{turn}", "Add 1+2 and 3+4.")],
         message_ids=lambda n: f"t{turn}.m{n}",
+        render_cache=cache,
     )
     llm_replies = iter((ASK, ANSWER))
     poll, respond = machine.poll, machine.respond
@@ -112,11 +117,13 @@ def measure(turns: int, keep_history: bool) -> list[float]:
         tools=TOOLS,
     )
     history: list[Message] = []
+    cache = RenderCache()  # one session: one cache; a fresh session gets its own
     samples = []
     for i in range(turns):
         if not keep_history:
             history = []
-        samples.append(one_turn(config, history, i))
+            cache = RenderCache()
+        samples.append(one_turn(config, history, i, cache))
     return samples
 
 

@@ -36,6 +36,7 @@ from .kernel.messages import (
 from .kernel.outcome import AgentFrameSwitch, Finished, Stopped, StopReason, TurnOutcome
 from .kernel.prompt import PromptContribution
 from .kernel.protocols.standard import standard_config
+from .kernel.render import RenderCache
 from .providers.base import Provider
 from .runtime.activity import ErrorActivity, ToolCallCompleted, TurnActivity
 from .runtime.cancel import CancelToken
@@ -530,6 +531,8 @@ class Session:
         self._usage: dict[tuple[str, str], LlmUsage] = {(r.source, r.model): r.usage for r in usage}
         self._busy = False
         self._closed = False
+        self._render_cache = RenderCache()
+        """This session's rendered history, reused turn after turn (only new messages render)."""
         self._queue_owner = f"{worker_id()}:{session_id}"
         """Who claims this session's queue at idle: this process's worker, this session."""
         self._attachments = SessionAttachments(
@@ -770,6 +773,7 @@ class Session:
             inputs=inputs,
             iteration_offset=self._iteration,
             message_ids=lambda n: f"{turn_id}.m{n}",
+            render_cache=self._render_cache,
         )
         claims = (
             TurnClaims(core.store, self.id, owner_id=turn_id) if has_queue(core.store) else None
