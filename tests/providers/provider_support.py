@@ -1,8 +1,10 @@
-"""A loopback HTTP/1.1 server that replays scripted responses, chunk by chunk.
+"""Shared pieces of the provider tests: a loopback replay server and call harnesses.
 
-Written on ``asyncio.start_server`` so there is no server dependency: each reply
-says how its body is split, whether to use chunked or connection-close framing,
-how long to pause between pieces, and whether to drop the connection mid-body.
+The server is written on ``asyncio.start_server`` so there is no server
+dependency: each reply says how its body is split, whether to use chunked or
+connection-close framing, how long to pause between pieces, and whether to drop
+the connection mid-body. :class:`Harness` runs a provider through
+``ProviderHandle`` against it; :func:`complete_fixture` serves a recorded body.
 """
 
 from __future__ import annotations
@@ -10,11 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
+
+from lash.kernel.llm import LlmRequest, LlmResponse
+from lash.providers import ProviderError, RetryStatusEvent, StreamEvent
+from lash.providers.http import ProviderHandle, RetryPolicy, Timeouts
+from lash.testing.provider_conformance import one_byte_pieces
 
 FIXTURES = Path(__file__).parent / "fixtures"
 API_KEY = "sk-test-PLANTED-SECRET-7f3a9c2e1b"
@@ -58,6 +67,12 @@ def split_at(body: bytes, offsets: Sequence[int]) -> list[bytes]:
         start = cut
     pieces.append(body[start:])
     return [p for p in pieces if p]
+
+
+def one_byte_writes(body: bytes, limit: int = 3000) -> list[bytes]:
+    """The first ``limit`` bytes of ``body`` one at a time, then the rest in one piece."""
+    rest = [body[limit:]] if len(body) > limit else []
+    return [*one_byte_pieces(body[:limit]), *rest]
 
 
 @dataclass
@@ -181,3 +196,108 @@ def fixture_reply(fx: Fixture, chunks: list[bytes] | None = None, **kw: Any) -> 
         chunks=chunks if chunks is not None else [fx.body],
         **kw,
     )
+
+
+# ---------------------------------------------------------------- calling a provider
+
+ProviderFactory = Callable[..., Any]
+"""A provider class: ``factory(api_key=..., base_url=..., **options)`` → async context manager."""
+
+
+class Harness:
+    """Runs one call of ``provider`` through ``ProviderHandle`` with a recording fake sleep.
+
+    ``request`` is what :meth:`call` sends unless told otherwise. Errors are kept
+    as their text, reprs and raw body, the request bodies the server received as
+    JSON, so a test can check them for secrets or fields.
+    """
+
+    def __init__(self, provider: ProviderFactory, request: LlmRequest) -> None:
+        self.provider = provider
+        self.request = request
+        self.sleeps: list[float] = []
+        self.events: list[StreamEvent] = []
+        self.errors: list[str] = []
+        self.bodies: list[Any] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    async def on_event(self, event: StreamEvent) -> None:
+        self.events.append(event)
+
+    @property
+    def retries(self) -> list[RetryStatusEvent]:
+        return [e for e in self.events if isinstance(e, RetryStatusEvent)]
+
+    async def call(
+        self,
+        *replies: Reply,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        stream: bool = True,
+        request: LlmRequest | None = None,
+        **options: Any,
+    ) -> tuple[LlmResponse | ProviderError, int]:
+        """Serve ``replies`` and make one call (``stream``: with an event callback)."""
+        async with serving(*replies) as server:
+            async with self.provider(
+                api_key=API_KEY, base_url=server.base_url, timeouts=timeouts, **options
+            ) as provider:
+                handle = ProviderHandle(
+                    provider, retry=retry or RetryPolicy(), sleep=self.sleep, rand=lambda: 0.5
+                )
+                try:
+                    result: LlmResponse | ProviderError = await handle.complete(
+                        self.request if request is None else request,
+                        self.on_event if stream else None,
+                    )
+                except ProviderError as exc:
+                    self.errors += [str(exc), repr(exc), repr(exc.error), str(exc.error.raw)]
+                    result = exc
+            self.bodies = [r.json() for r in server.received]
+            return result, len(server.received)
+
+
+def no_secret(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """The planted API key is in no error, event or log line."""
+    for sink in [*harness.errors, *(repr(e) for e in harness.events), caplog.text]:
+        assert API_KEY not in sink
+        assert "PLANTED" not in sink
+
+
+def failed(result: LlmResponse | ProviderError) -> ProviderError:
+    """``result`` as the error it must be."""
+    assert isinstance(result, ProviderError), result
+    return result
+
+
+async def ignore_event(event: StreamEvent) -> None:
+    """A stream callback that drops every event (to ask for a stream)."""
+    return None
+
+
+async def complete_fixture(
+    provider: ProviderFactory,
+    request: LlmRequest,
+    fx: Fixture,
+    chunks: list[bytes] | None = None,
+    *,
+    stream: bool = True,
+    reply: Reply | None = None,
+) -> tuple[LlmResponse, list[StreamEvent], str]:
+    """Serve ``fx`` (in ``chunks``, or as ``reply``) and complete ``request`` once.
+
+    Returns the response, the stream events (none unless ``stream``) and the
+    request path the server saw.
+    """
+    events: list[StreamEvent] = []
+
+    async def on_event(event: StreamEvent) -> None:
+        events.append(event)
+
+    async with serving(reply or fixture_reply(fx, chunks)) as server:
+        async with provider(api_key=API_KEY, base_url=server.base_url) as client:
+            response = await client.complete(request, on_event if stream else None)
+        path = server.received[0].path
+    return response, events, path

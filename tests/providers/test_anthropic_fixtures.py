@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from typing import Any
@@ -13,8 +14,9 @@ from provider_support import (
     API_KEY,
     Fixture,
     Reply,
-    fixture_reply,
+    complete_fixture,
     load_fixtures,
+    one_byte_writes,
     run,
     serving,
     split_at,
@@ -51,6 +53,7 @@ FINISH = {
     "refusal": TerminalReason.CONTENT_FILTER,
 }
 REQUEST = LlmRequest(model="claude-sonnet-4-5", messages=(LlmMessage.text(LlmRole.USER, "hi"),))
+complete = functools.partial(complete_fixture, AnthropicProvider, REQUEST)
 
 
 def test_every_case_is_covered() -> None:
@@ -115,24 +118,9 @@ def check_expected(fx: Fixture, response: LlmResponse) -> None:
         assert response.terminal_diagnostic == f"refusal: {explanation}"
 
 
-async def complete(
-    fx: Fixture, chunks: list[bytes] | None = None, *, stream: bool = True
-) -> tuple[LlmResponse, list[StreamEvent]]:
-    events: list[StreamEvent] = []
-
-    async def on_event(event: StreamEvent) -> None:
-        events.append(event)
-
-    async with serving(fixture_reply(fx, chunks)) as server:
-        provider = AnthropicProvider(api_key=API_KEY, base_url=server.base_url)
-        async with provider:
-            response = await provider.complete(REQUEST, on_event if stream else None)
-    return response, events
-
-
 @pytest.mark.parametrize("fx", OK, ids=lambda f: f.name)
 def test_fixture_whole_body(fx: Fixture) -> None:
-    response, events = run(complete(fx))
+    response, events, _ = run(complete(fx))
     check_expected(fx, response)
     deltas = "".join(e.text for e in events if isinstance(e, TextDeltaEvent))
     assert deltas == fx.expected["text"]
@@ -144,18 +132,15 @@ def test_fixture_whole_body(fx: Fixture) -> None:
 
 @pytest.mark.parametrize("fx", OK, ids=lambda f: f.name)
 def test_fixture_without_callback(fx: Fixture) -> None:
-    response, events = run(complete(fx, stream=False))
+    response, events, _ = run(complete(fx, stream=False))
     check_expected(fx, response)
     assert events == []
 
 
 @pytest.mark.parametrize("fx", [f for f in OK if f.meta["streaming"]], ids=lambda f: f.name)
 def test_fixture_one_byte_writes(fx: Fixture) -> None:
-    body = fx.body[:3000]
-    chunks = [body[i : i + 1] for i in range(len(body))]
-    if len(fx.body) > 3000:
-        chunks.append(fx.body[3000:])
-    response, events = run(complete(fx, chunks))
+    chunks = one_byte_writes(fx.body)
+    response, events, _ = run(complete(fx, chunks))
     check_expected(fx, response)
     deltas = "".join(e.text for e in events if isinstance(e, TextDeltaEvent))
     assert deltas == fx.expected["text"]

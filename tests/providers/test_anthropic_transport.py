@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from provider_support import API_KEY, Reply, run, serving
+from provider_support import API_KEY, Harness, Reply, ignore_event, no_secret, run, serving
 
 from lash.kernel.llm import (
     LlmMessage,
@@ -23,7 +23,6 @@ from lash.kernel.llm import (
 from lash.providers import (
     ProviderError,
     ReasoningDeltaEvent,
-    RetryStatusEvent,
     StreamEvent,
     TextDeltaEvent,
     UsageEvent,
@@ -33,7 +32,7 @@ from lash.providers.anthropic import (
     AnthropicProvider,
     anthropic_from_env,
 )
-from lash.providers.http import ProviderHandle, RetryPolicy, Timeouts
+from lash.providers.http import RetryPolicy, Timeouts
 
 REQUEST = LlmRequest(model="claude-sonnet-4-5", messages=(LlmMessage.text(LlmRole.USER, "hi"),))
 SSE = "text/event-stream; charset=utf-8"
@@ -80,53 +79,8 @@ GOOD_STREAM = [
 ]
 
 
-class Harness:
-    """Runs one call through ``ProviderHandle`` with a recording fake sleep."""
-
-    def __init__(self) -> None:
-        self.sleeps: list[float] = []
-        self.events: list[StreamEvent] = []
-        self.errors: list[str] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-    async def on_event(self, event: StreamEvent) -> None:
-        self.events.append(event)
-
-    @property
-    def retries(self) -> list[RetryStatusEvent]:
-        return [e for e in self.events if isinstance(e, RetryStatusEvent)]
-
-    async def call(
-        self,
-        *replies: Reply,
-        timeouts: Timeouts | None = None,
-        retry: RetryPolicy | None = None,
-        request: LlmRequest = REQUEST,
-        **options: Any,
-    ) -> tuple[LlmResponse | ProviderError, int]:
-        async with serving(*replies) as server:
-            async with AnthropicProvider(
-                api_key=API_KEY, base_url=server.base_url, timeouts=timeouts, **options
-            ) as provider:
-                handle = ProviderHandle(
-                    provider, retry=retry or RetryPolicy(), sleep=self.sleep, rand=lambda: 0.5
-                )
-                try:
-                    result: LlmResponse | ProviderError = await handle.complete(
-                        request, self.on_event
-                    )
-                except ProviderError as exc:
-                    self.errors += [str(exc), repr(exc), repr(exc.error)]
-                    result = exc
-            return result, len(server.received)
-
-
-def no_secret(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
-    for sink in [*harness.errors, *(repr(e) for e in harness.events), caplog.text]:
-        assert API_KEY not in sink
-        assert "PLANTED" not in sink
+def harness() -> Harness:
+    return Harness(AnthropicProvider, REQUEST)
 
 
 def error_body(kind: str, message: str) -> bytes:
@@ -181,7 +135,7 @@ def test_beta_headers_and_interleaved_thinking_for_budget_models_with_tools() ->
     async def headers(request: LlmRequest, **options: Any) -> dict[str, str]:
         async with serving(Reply(content_type=SSE, chunks=GOOD_STREAM)) as server:
             async with AnthropicProvider(api_key=API_KEY, base_url=server.base_url, **options) as p:
-                await p.complete(request, _ignore)
+                await p.complete(request, ignore_event)
             return server.received[0].headers
 
     got = run(headers(thinking))
@@ -189,10 +143,6 @@ def test_beta_headers_and_interleaved_thinking_for_budget_models_with_tools() ->
     got = run(headers(REQUEST, betas=["files-api-2025-04-14"], extra_headers={"x-extra": "1"}))
     assert got["anthropic-beta"] == "files-api-2025-04-14"
     assert got["x-extra"] == "1"
-
-
-async def _ignore(event: StreamEvent) -> None:
-    return None
 
 
 def test_json_replies_and_forced_stream() -> None:
@@ -284,7 +234,7 @@ def test_thinking_and_tool_use_stream_assembles_and_hides_reasoning_when_asked()
         ev("message_stop"),
     ]
     for expose in (True, False):
-        h = Harness()
+        h = harness()
         result, _ = run(h.call(Reply(content_type=SSE, chunks=stream), expose_thinking=expose))
         assert isinstance(result, LlmResponse)
         thinking, first, second = result.parts
@@ -311,7 +261,7 @@ def test_thinking_and_tool_use_stream_assembles_and_hides_reasoning_when_asked()
     ],
 )
 def test_stop_reasons(reason: str, terminal: TerminalReason, diagnostic: str | None) -> None:
-    h = Harness()
+    h = harness()
     chunks = [*GOOD_STREAM[:-2], stop(reason), GOOD_STREAM[-1]]
     result, _ = run(h.call(Reply(content_type=SSE, chunks=chunks)))
     assert isinstance(result, LlmResponse)
@@ -324,7 +274,7 @@ def test_stop_reasons(reason: str, terminal: TerminalReason, diagnostic: str | N
 
 
 def test_missing_message_stop_is_fine_once_the_stop_reason_arrived() -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(Reply(content_type=SSE, chunks=GOOD_STREAM[:-1]), retry=RetryPolicy.disabled())
     )
@@ -333,7 +283,7 @@ def test_missing_message_stop_is_fine_once_the_stop_reason_arrived() -> None:
 
 
 def test_usage_merges_cache_and_thinking_counts() -> None:
-    h = Harness()
+    h = harness()
     usage = {
         "input_tokens": 10,
         "cache_read_input_tokens": 40,
@@ -365,7 +315,7 @@ def test_usage_merges_cache_and_thinking_counts() -> None:
 def test_stream_cut_mid_event_is_a_retryable_error(
     chunked: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    h = Harness()
+    h = harness()
     cut = [*GOOD_STREAM[:3], GOOD_STREAM[3][:25]]
     result, count = run(
         h.call(
@@ -381,7 +331,7 @@ def test_stream_cut_mid_event_is_a_retryable_error(
 
 
 def test_stream_ending_between_events_without_a_stop_is_truncated() -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(
             Reply(content_type=SSE, chunks=GOOD_STREAM[:5], chunked=False),
@@ -395,7 +345,7 @@ def test_stream_ending_between_events_without_a_stop_is_truncated() -> None:
 
 
 def test_abrupt_disconnect_mid_stream_is_retried() -> None:
-    h = Harness()
+    h = harness()
     dropped = Reply(content_type=SSE, chunks=GOOD_STREAM[:4], abort=True)
     result, count = run(h.call(dropped, Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert isinstance(result, LlmResponse)
@@ -406,7 +356,7 @@ def test_abrupt_disconnect_mid_stream_is_retried() -> None:
 
 
 def test_abrupt_disconnect_before_headers_is_retried() -> None:
-    h = Harness()
+    h = harness()
     result, count = run(h.call(Reply(hangup=True), Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert isinstance(result, LlmResponse)
     assert count == 2
@@ -415,7 +365,7 @@ def test_abrupt_disconnect_before_headers_is_retried() -> None:
 
 
 def test_slow_chunk_times_out(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(
             Reply(content_type=SSE, chunks=GOOD_STREAM, delay=0.5),
@@ -430,7 +380,7 @@ def test_slow_chunk_times_out(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_slow_response_start_times_out() -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(
             Reply(content_type=SSE, chunks=GOOD_STREAM, head_delay=1.0),
@@ -443,7 +393,7 @@ def test_slow_response_start_times_out() -> None:
 
 
 def test_429_with_retry_after_then_success(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     limited = Reply(
         status=429,
         headers={"Retry-After": "3", "request-id": "req_limited"},
@@ -463,7 +413,7 @@ def test_429_with_retry_after_then_success(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_529_overloaded_then_success() -> None:
-    h = Harness()
+    h = harness()
     overloaded = Reply(status=529, chunks=[error_body("overloaded_error", "Overloaded")])
     result, count = run(h.call(overloaded, Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert isinstance(result, LlmResponse)
@@ -473,7 +423,7 @@ def test_529_overloaded_then_success() -> None:
 
 
 def test_500_then_success_uses_backoff() -> None:
-    h = Harness()
+    h = harness()
     failing = Reply(status=500, chunks=[error_body("api_error", "Internal server error")])
     result, count = run(h.call(failing, failing, Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert isinstance(result, LlmResponse)
@@ -483,7 +433,7 @@ def test_500_then_success_uses_backoff() -> None:
 
 
 def test_malformed_json_in_stream(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     chunks = [
         *GOOD_STREAM[:4],
         b"event: content_block_delta\ndata: {not json\n\n",
@@ -507,7 +457,7 @@ def test_malformed_json_in_stream(caplog: pytest.LogCaptureFixture) -> None:
     ],
 )
 def test_other_malformed_streams(bad: bytes, detail: str) -> None:
-    h = Harness()
+    h = harness()
     chunks = [*GOOD_STREAM[:3], bad, *GOOD_STREAM[3:]]
     result, _ = run(h.call(Reply(content_type=SSE, chunks=chunks), retry=RetryPolicy.disabled()))
     assert isinstance(result, ProviderError)
@@ -516,7 +466,7 @@ def test_other_malformed_streams(bad: bytes, detail: str) -> None:
 
 
 def test_malformed_json_body() -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(h.call(Reply(chunks=[b"{ nope"]), retry=RetryPolicy.disabled()))
     assert isinstance(result, ProviderError)
     assert result.error.code == "malformed_response"
@@ -524,7 +474,7 @@ def test_malformed_json_body() -> None:
 
 
 def test_in_stream_overloaded_error_is_retried(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     err = ev("error", error={"type": "overloaded_error", "message": "Overloaded"})
     result, count = run(
         h.call(
@@ -539,7 +489,7 @@ def test_in_stream_overloaded_error_is_retried(caplog: pytest.LogCaptureFixture)
 
 
 def test_in_stream_invalid_request_is_not_retried() -> None:
-    h = Harness()
+    h = harness()
     err = ev("error", error={"type": "invalid_request_error", "message": "bad thing"})
     result, count = run(h.call(Reply(content_type=SSE, chunks=[GOOD_STREAM[0], err])))
     assert isinstance(result, ProviderError)
@@ -549,7 +499,7 @@ def test_in_stream_invalid_request_is_not_retried() -> None:
 
 
 def test_error_object_in_a_200_json_body() -> None:
-    h = Harness()
+    h = harness()
     result, count = run(
         h.call(
             Reply(chunks=[error_body("overloaded_error", "Overloaded")]),
@@ -561,7 +511,7 @@ def test_error_object_in_a_200_json_body() -> None:
 
 
 def test_401_is_an_auth_error_and_not_retried(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     body = error_body("authentication_error", f"invalid x-api-key: {API_KEY}")
     with caplog.at_level(logging.DEBUG):
         result, count = run(h.call(Reply(status=401, chunks=[body])))
@@ -577,7 +527,7 @@ def test_401_is_an_auth_error_and_not_retried(caplog: pytest.LogCaptureFixture) 
 
 
 def test_prompt_too_long_is_a_context_overflow() -> None:
-    h = Harness()
+    h = harness()
     body = error_body("invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum")
     result, count = run(h.call(Reply(status=400, chunks=[body])))
     assert isinstance(result, ProviderError)
@@ -587,8 +537,67 @@ def test_prompt_too_long_is_a_context_overflow() -> None:
     assert count == 1
 
 
+@pytest.mark.parametrize("content_type", [SSE, "application/json"])
+def test_an_error_in_the_unterminated_last_event_keeps_its_classification(
+    content_type: str,
+) -> None:
+    """A final error event with no blank line after it is that error, not a cut stream."""
+    h = harness()
+    error = {"type": "invalid_request_error", "message": "prompt is too long: 210000 tokens"}
+    last = ev("error", error=error).rstrip(b"\n")
+    result, count = run(h.call(Reply(content_type=content_type, chunks=[*GOOD_STREAM[:4], last])))
+    assert isinstance(result, ProviderError)
+    assert result.error.code == "context_overflow"
+    assert result.error.terminal_reason is TerminalReason.CONTEXT_OVERFLOW
+    assert not result.error.retryable
+    assert count == 1
+
+
+@pytest.mark.parametrize("content_type", [SSE, "application/json"])
+def test_a_cut_off_stream_is_a_truncation(content_type: str) -> None:
+    h = harness()
+    for chunks in ([*GOOD_STREAM[:4]], [*GOOD_STREAM[:4], GOOD_STREAM[4][:30]]):
+        reply = Reply(content_type=content_type, chunks=chunks)
+        result, _ = run(h.call(reply, retry=RetryPolicy.disabled()))
+        assert isinstance(result, ProviderError)
+        assert (result.error.code, result.error.retryable) == ("transport", True)
+        assert "no message_stop or stop_reason" in result.error.message
+
+
+def test_a_5xx_prompt_too_long_stays_a_context_overflow() -> None:
+    """The vendor's retryable error types do not override what the message says."""
+    h = harness()
+    body = error_body("api_error", "prompt is too long: context window exceeded")
+    result, count = run(h.call(Reply(status=500, chunks=[body])))
+    assert isinstance(result, ProviderError)
+    assert result.error.code == "context_overflow"
+    assert not result.error.retryable
+    assert count == 1
+
+
+def test_an_unusual_5xx_with_an_overloaded_type_is_retried() -> None:
+    h = harness()
+    busy = Reply(status=520, chunks=[error_body("overloaded_error", "Overloaded")])
+    result, count = run(h.call(busy, Reply(content_type=SSE, chunks=GOOD_STREAM)))
+    assert isinstance(result, LlmResponse)
+    assert count == 2
+
+
+def test_headers_take_the_shared_json_shape() -> None:
+    provider = AnthropicProvider(api_key=API_KEY, betas=["b1"], extra_headers={"x-extra": "1"})
+    assert provider.headers({"model": "claude-sonnet-4-5"}, stream=True) == {
+        "x-api-key": API_KEY,
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "b1",
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream",
+        "x-extra": "1",
+    }
+    assert provider.headers({}, stream=False)["Accept"] == "application/json"
+
+
 def test_non_json_error_body_keeps_its_text() -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(Reply(status=503, chunks=[b"upstream unavailable"]), retry=RetryPolicy.disabled())
     )

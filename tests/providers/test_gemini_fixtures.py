@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 from typing import Any
@@ -14,8 +15,10 @@ from provider_support import (
     API_KEY,
     Fixture,
     Reply,
+    complete_fixture,
     fixture_reply,
     load_fixtures,
+    one_byte_writes,
     run,
     serving,
     split_at,
@@ -50,7 +53,6 @@ FIXTURES = load_fixtures("gemini")
 OK = [f for f in FIXTURES if f.expected["error"] is None]
 ERRORS = [f for f in FIXTURES if f.expected["error"] is not None]
 STREAMS = [f for f in OK if f.meta["streaming"]]
-SSE_STREAMS = [f for f in STREAMS if f.meta["stream_format"] == "sse"]
 FINISH = {
     "stop": TerminalReason.STOP,
     "tool_use": TerminalReason.TOOL_USE,
@@ -59,6 +61,7 @@ FINISH = {
 }
 MODEL = "gemini-test"
 REQUEST = LlmRequest(model=MODEL, messages=(LlmMessage.text(LlmRole.USER, "hi"),))
+complete = functools.partial(complete_fixture, GeminiProvider, REQUEST)
 
 
 def payloads_of(fx: Fixture) -> list[Any]:
@@ -116,25 +119,6 @@ def check_expected(fx: Fixture, response: LlmResponse) -> None:
         assert raw in response.terminal_diagnostic
 
 
-async def complete(
-    fx: Fixture,
-    chunks: list[bytes] | None = None,
-    *,
-    stream: bool = True,
-    reply: Reply | None = None,
-) -> tuple[LlmResponse, list[StreamEvent], str]:
-    events: list[StreamEvent] = []
-
-    async def on_event(event: StreamEvent) -> None:
-        events.append(event)
-
-    async with serving(reply or fixture_reply(fx, chunks)) as server:
-        async with GeminiProvider(api_key=API_KEY, base_url=server.base_url) as provider:
-            response = await provider.complete(REQUEST, on_event if stream else None)
-        path = server.received[0].path
-    return response, events, path
-
-
 @pytest.mark.parametrize("fx", OK, ids=lambda f: f.name)
 def test_fixture_whole_body_streamed(fx: Fixture) -> None:
     response, events, path = run(complete(fx))
@@ -162,10 +146,7 @@ def test_fixture_without_callback_matches_streamed(fx: Fixture) -> None:
 
 @pytest.mark.parametrize("fx", STREAMS, ids=lambda f: f.name)
 def test_fixture_one_byte_writes(fx: Fixture) -> None:
-    body = fx.body[:2500]
-    chunks = [body[i : i + 1] for i in range(len(body))]
-    if len(fx.body) > 2500:
-        chunks.append(fx.body[2500:])
+    chunks = one_byte_writes(fx.body, 2500)
     whole = run(complete(fx))[0]
     response, events, _ = run(complete(fx, chunks))
     check_expected(fx, response)

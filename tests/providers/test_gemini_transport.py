@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from provider_support import API_KEY, Reply, run, serving
+from provider_support import API_KEY, Harness, Reply, failed, ignore_event, no_secret, run, serving
 
 from lash.kernel.llm import (
     LlmMessage,
@@ -17,9 +17,9 @@ from lash.kernel.llm import (
     TerminalReason,
     ToolCallOutput,
 )
-from lash.providers import ProviderError, RetryStatusEvent, StreamEvent, TextDeltaEvent
+from lash.providers import TextDeltaEvent
 from lash.providers.gemini import GeminiProvider
-from lash.providers.http import ProviderHandle, RetryPolicy, Timeouts
+from lash.providers.http import RetryPolicy, Timeouts
 
 REQUEST = LlmRequest(model="gemini-test", messages=(LlmMessage.text(LlmRole.USER, "hi"),))
 SSE = "text/event-stream"
@@ -49,62 +49,13 @@ GOOD_ARRAY = [
 ]
 
 
-class Harness:
-    """Runs one call through ``ProviderHandle`` with a recording fake sleep."""
-
-    def __init__(self) -> None:
-        self.sleeps: list[float] = []
-        self.events: list[StreamEvent] = []
-        self.errors: list[str] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-    async def on_event(self, event: StreamEvent) -> None:
-        self.events.append(event)
-
-    @property
-    def retries(self) -> list[RetryStatusEvent]:
-        return [e for e in self.events if isinstance(e, RetryStatusEvent)]
-
-    async def call(
-        self,
-        *replies: Reply,
-        timeouts: Timeouts | None = None,
-        retry: RetryPolicy | None = None,
-        stream: bool = True,
-    ) -> tuple[LlmResponse | ProviderError, int]:
-        async with serving(*replies) as server:
-            async with GeminiProvider(
-                api_key=API_KEY, base_url=server.base_url, timeouts=timeouts
-            ) as provider:
-                handle = ProviderHandle(
-                    provider, retry=retry or RetryPolicy(), sleep=self.sleep, rand=lambda: 0.5
-                )
-                try:
-                    result: LlmResponse | ProviderError = await handle.complete(
-                        REQUEST, self.on_event if stream else None
-                    )
-                except ProviderError as exc:
-                    self.errors += [str(exc), repr(exc), repr(exc.error), str(exc.error.raw)]
-                    result = exc
-            return result, len(server.received)
-
-
-def no_secret(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
-    for sink in [*harness.errors, *(repr(e) for e in harness.events), caplog.text]:
-        assert API_KEY not in sink
-        assert "PLANTED" not in sink
-
-
-def failed(result: LlmResponse | ProviderError) -> ProviderError:
-    assert isinstance(result, ProviderError), result
-    return result
+def harness() -> Harness:
+    return Harness(GeminiProvider, REQUEST)
 
 
 @pytest.mark.parametrize(("content_type", "chunks"), [(SSE, GOOD_STREAM), (JSON, GOOD_ARRAY)])
 def test_success_streams_text(content_type: str, chunks: list[bytes]) -> None:
-    h = Harness()
+    h = harness()
     result, count = run(h.call(Reply(content_type=content_type, chunks=chunks)))
     assert isinstance(result, LlmResponse)
     assert result.full_text == "Hello"
@@ -129,7 +80,7 @@ def test_success_streams_text(content_type: str, chunks: list[bytes]) -> None:
 def test_stream_cut_is_a_retryable_error(
     chunked: bool, content_type: str, chunks: list[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
-    h = Harness()
+    h = harness()
     reply = Reply(content_type=content_type, chunks=chunks, chunked=chunked, abort=chunked)
     result, count = run(h.call(reply, retry=RetryPolicy.disabled()))
     error = failed(result).error
@@ -142,7 +93,7 @@ def test_stream_cut_is_a_retryable_error(
 
 
 def test_cut_stream_is_retried_and_then_succeeds() -> None:
-    h = Harness()
+    h = harness()
     cut = Reply(content_type=SSE, chunks=[GOOD_STREAM[0], GOOD_STREAM[1][:9]], abort=True)
     result, count = run(h.call(cut, Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert isinstance(result, LlmResponse)
@@ -155,7 +106,7 @@ def test_cut_stream_is_retried_and_then_succeeds() -> None:
 def test_slow_chunk_times_out(
     content_type: str, chunks: list[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(
             Reply(content_type=content_type, chunks=chunks, delay=0.5),
@@ -170,7 +121,7 @@ def test_slow_chunk_times_out(
 
 
 def test_slow_response_start_times_out() -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(
             Reply(content_type=SSE, chunks=GOOD_STREAM, head_delay=1.0),
@@ -182,7 +133,7 @@ def test_slow_response_start_times_out() -> None:
 
 
 def test_429_with_retry_after_then_success(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     limited = Reply(
         status=429,
         headers={"Retry-After": "3"},
@@ -205,7 +156,7 @@ def test_429_with_retry_after_then_success(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_429_retry_info_in_the_body_is_honoured() -> None:
-    h = Harness()
+    h = harness()
     body = {
         "error": {
             "code": 429,
@@ -225,7 +176,7 @@ def test_429_retry_info_in_the_body_is_honoured() -> None:
 
 
 def test_500_then_success_uses_backoff() -> None:
-    h = Harness()
+    h = harness()
     failing = Reply(
         status=500,
         chunks=[b'{"error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}}'],
@@ -239,7 +190,7 @@ def test_500_then_success_uses_backoff() -> None:
 
 
 def test_retries_stop_after_max_attempts() -> None:
-    h = Harness()
+    h = harness()
     failing = Reply(status=503, chunks=[b"<html>unavailable</html>"])
     retry = RetryPolicy(max_attempts=3, base_delay=1, max_delay=1.5, jitter=1.0)
     result, count = run(h.call(failing, retry=retry))
@@ -263,7 +214,7 @@ def test_retries_stop_after_max_attempts() -> None:
 def test_malformed_json_in_a_stream(
     content_type: str, chunks: list[bytes], detail: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    h = Harness()
+    h = harness()
     reply = Reply(content_type=content_type, chunks=chunks)
     result, _ = run(h.call(reply, retry=RetryPolicy.disabled()))
     error = failed(result).error
@@ -287,7 +238,7 @@ def test_malformed_json_in_a_stream(
 def test_unusable_bodies_are_clear_errors(
     content_type: str, body: bytes, code: str, detail: str, stream: bool
 ) -> None:
-    h = Harness()
+    h = harness()
     reply = Reply(content_type=content_type, chunks=[body] if body else [])
     result, _ = run(h.call(reply, retry=RetryPolicy.disabled(), stream=stream))
     error = failed(result).error
@@ -298,14 +249,14 @@ def test_unusable_bodies_are_clear_errors(
 
 
 def test_invalid_utf8_in_stream() -> None:
-    h = Harness()
+    h = harness()
     chunks = [GOOD_STREAM[0], b'data: {"x": "\xff"}\r\n\r\n', *GOOD_STREAM[1:]]
     result, _ = run(h.call(Reply(content_type=SSE, chunks=chunks), retry=RetryPolicy.disabled()))
     assert "invalid UTF-8" in failed(result).error.message
 
 
 def test_abrupt_disconnect_before_headers_is_retried() -> None:
-    h = Harness()
+    h = harness()
     result, count = run(h.call(Reply(hangup=True), Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert isinstance(result, LlmResponse)
     assert count == 2
@@ -316,7 +267,7 @@ def test_abrupt_disconnect_before_headers_is_retried() -> None:
 def test_invalid_api_key_is_an_auth_error_and_not_retried(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    h = Harness()
+    h = harness()
     body = {
         "error": {
             "code": 400,
@@ -363,7 +314,7 @@ def test_invalid_api_key_is_an_auth_error_and_not_retried(
 def test_http_errors_are_classified(
     status: int, status_text: str, message: str, code: str, terminal: TerminalReason | None
 ) -> None:
-    h = Harness()
+    h = harness()
     body = {"error": {"code": status, "message": message, "status": status_text}}
     result, count = run(h.call(Reply(status=status, chunks=[json.dumps(body).encode()])))
     error = failed(result).error
@@ -375,7 +326,7 @@ def test_http_errors_are_classified(
 
 
 def test_error_inside_a_json_array_body() -> None:
-    h = Harness()
+    h = harness()
     body = b'[{"error": {"code": 404, "message": "models/x is not found", "status": "NOT_FOUND"}}]'
     result, _ = run(h.call(Reply(status=404, chunks=[body])))
     error = failed(result).error
@@ -387,7 +338,7 @@ def test_error_inside_a_json_array_body() -> None:
 def test_in_stream_error_is_classified_and_retried(
     content_type: str, framing: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    h = Harness()
+    h = harness()
     err = {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}
     if framing == "sse":
         broken = [GOOD_STREAM[0], sse(err)]
@@ -410,7 +361,7 @@ def test_in_stream_error_is_classified_and_retried(
 
 
 def test_in_stream_client_error_is_not_retried() -> None:
-    h = Harness()
+    h = harness()
     err = {
         "error": {
             "code": 400,
@@ -427,7 +378,7 @@ def test_in_stream_client_error_is_not_retried() -> None:
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_malformed_function_call_is_a_stop_with_a_diagnostic(stream: bool) -> None:
-    h = Harness()
+    h = harness()
     payload = element(None, "MALFORMED_FUNCTION_CALL", usageMetadata=USAGE)
     payload["candidates"][0]["finishMessage"] = "Malformed function call: print(default_api.x("
     reply = (
@@ -446,7 +397,7 @@ def test_malformed_function_call_is_a_stop_with_a_diagnostic(stream: bool) -> No
 
 
 def test_prompt_block_in_a_stream_is_a_content_filter() -> None:
-    h = Harness()
+    h = harness()
     blocked = {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "usageMetadata": USAGE}
     result, _ = run(h.call(Reply(content_type=SSE, chunks=[sse(blocked)])))
     assert isinstance(result, LlmResponse)
@@ -466,7 +417,7 @@ def test_prompt_block_in_a_stream_is_a_content_filter() -> None:
     ],
 )
 def test_finish_reasons(finish: str, reason: TerminalReason) -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(h.call(Reply(content_type=SSE, chunks=[sse(element("x", finish))])))
     assert isinstance(result, LlmResponse)
     assert result.terminal_reason is reason
@@ -513,7 +464,7 @@ def test_streamed_partial_function_arguments_are_merged() -> None:
         call_part({}, finishReason="STOP"),
         call_part({"name": "get_time", "args": {"tz": "UTC"}}, finishReason="STOP"),
     ]
-    h = Harness()
+    h = harness()
     result, _ = run(h.call(Reply(content_type=SSE, chunks=[sse(p) for p in pieces])))
     assert isinstance(result, LlmResponse)
     calls = [p for p in result.parts if isinstance(p, ToolCallOutput)]
@@ -531,7 +482,7 @@ def test_streamed_partial_function_arguments_are_merged() -> None:
 
 
 def test_vendor_call_ids_are_kept() -> None:
-    h = Harness()
+    h = harness()
     payload = {
         "candidates": [
             {
@@ -556,7 +507,7 @@ def test_request_headers_and_body_for_a_streamed_call() -> None:
     async def go() -> Any:
         async with serving(Reply(content_type=SSE, chunks=GOOD_STREAM)) as server:
             async with GeminiProvider(api_key=API_KEY, base_url=server.base_url) as provider:
-                await provider.complete(REQUEST, _ignore)
+                await provider.complete(REQUEST, ignore_event)
             return server.received[0]
 
     got = run(go())
@@ -566,7 +517,3 @@ def test_request_headers_and_body_for_a_streamed_call() -> None:
     assert got.headers["accept"] == "text/event-stream"
     assert "authorization" not in got.headers
     assert got.json() == {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
-
-
-async def _ignore(event: StreamEvent) -> None:
-    return None

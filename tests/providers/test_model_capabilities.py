@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lash.kernel.llm import LlmMessage, LlmRequest, LlmRole
-from lash.providers.anthropic import build_messages_body
-from lash.providers.models import ModelCapabilities, model_capabilities
+from lash.providers import anthropic, openai_responses
+from lash.providers.anthropic import build_messages_body, model_traits
+from lash.providers.models import REASONING_VARIANTS, ModelCapabilities, model_capabilities
 
 
 def test_known_families_match_by_the_longest_prefix() -> None:
@@ -56,3 +57,38 @@ def test_a_provider_selection_reports_its_models_capabilities() -> None:
     assert selected.kind == "anthropic"
     assert selected.capabilities == model_capabilities("anthropic", "claude-opus-4-1")
     assert selected.capabilities.max_output_tokens == 32_000
+
+
+@pytest.mark.parametrize(
+    ("model", "cap"),
+    [
+        ("claude-3-opus-latest", 4_096),
+        ("claude-3-5-sonnet-20241022", 8_192),
+        ("claude-3-7-sonnet-20250219", 64_000),
+        ("claude-opus-4-1", 32_000),
+        ("claude-opus-4-5", 64_000),
+        ("claude-opus-4-6", 64_000),
+        ("claude-opus-4.7", 64_000),
+        ("anthropic.claude-sonnet-4-6-v1:0", 64_000),
+        ("claude-opus-5", 64_000),
+        ("claude-fable-5-1", 64_000),
+    ],
+)
+def test_claude_output_caps_are_the_anthropic_default_max_tokens(model: str, cap: int) -> None:
+    caps = model_capabilities("anthropic", model)
+    assert caps.known
+    assert caps.max_output_tokens == cap
+    assert model_traits(model).default_max_tokens == cap
+    assert model_capabilities("openrouter", f"anthropic/{model}") == caps
+
+
+def test_claude_thinking_variants_follow_the_provider() -> None:
+    assert model_capabilities("anthropic", "claude-3-5-haiku-latest").reasoning_variants == ()
+    assert model_traits("claude-3-5-haiku-latest").thinking == "none"
+    assert model_capabilities("anthropic", "claude-opus-4-6").supports_variant("max")
+    assert model_traits("claude-opus-4-6").thinking == "adaptive"
+
+
+def test_the_variant_names_are_defined_once() -> None:
+    assert openai_responses.REASONING_EFFORTS is REASONING_VARIANTS
+    assert anthropic.REASONING_VARIANTS is REASONING_VARIANTS

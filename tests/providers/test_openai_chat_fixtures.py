@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from provider_support import API_KEY, Fixture, fixture_reply, load_fixtures, run, serving, split_at
+from provider_support import (
+    Fixture,
+    complete_fixture,
+    load_fixtures,
+    one_byte_writes,
+    run,
+    split_at,
+)
 
 from lash.kernel.llm import (
     LlmMessage,
@@ -18,7 +26,7 @@ from lash.kernel.llm import (
     TerminalReason,
     ToolCallOutput,
 )
-from lash.providers import ProviderError, StreamEvent, TextDeltaEvent, UsageEvent
+from lash.providers import ProviderError, TextDeltaEvent, UsageEvent
 from lash.providers.openai_chat import OpenAIChatProvider, parse_chat_completion
 
 FIXTURES = load_fixtures("openai-chat")
@@ -31,6 +39,7 @@ FINISH = {
     "content_filter": TerminalReason.CONTENT_FILTER,
 }
 REQUEST = LlmRequest(model="gpt-4o", messages=(LlmMessage.text(LlmRole.USER, "hi"),))
+complete = functools.partial(complete_fixture, OpenAIChatProvider, REQUEST)
 
 
 def check_expected(fx: Fixture, response: LlmResponse) -> None:
@@ -56,24 +65,9 @@ def check_expected(fx: Fixture, response: LlmResponse) -> None:
         assert response.terminal_reason is FINISH[exp["finish"]]
 
 
-async def complete(
-    fx: Fixture, chunks: list[bytes] | None = None, *, stream: bool = True
-) -> tuple[LlmResponse, list[StreamEvent]]:
-    events: list[StreamEvent] = []
-
-    async def on_event(event: StreamEvent) -> None:
-        events.append(event)
-
-    async with serving(fixture_reply(fx, chunks)) as server:
-        provider = OpenAIChatProvider(api_key=API_KEY, base_url=server.base_url)
-        async with provider:
-            response = await provider.complete(REQUEST, on_event if stream else None)
-    return response, events
-
-
 @pytest.mark.parametrize("fx", OK, ids=lambda f: f.name)
 def test_fixture_whole_body(fx: Fixture) -> None:
-    response, events = run(complete(fx))
+    response, events, _ = run(complete(fx))
     check_expected(fx, response)
     deltas = "".join(e.text for e in events if isinstance(e, TextDeltaEvent))
     assert deltas == fx.expected["text"]
@@ -83,17 +77,14 @@ def test_fixture_whole_body(fx: Fixture) -> None:
 
 @pytest.mark.parametrize("fx", OK, ids=lambda f: f.name)
 def test_fixture_without_callback(fx: Fixture) -> None:
-    response, events = run(complete(fx, stream=False))
+    response, events, _ = run(complete(fx, stream=False))
     check_expected(fx, response)
     assert events == []
 
 
 @pytest.mark.parametrize("fx", [f for f in OK if f.meta["streaming"]], ids=lambda f: f.name)
 def test_fixture_one_byte_writes(fx: Fixture) -> None:
-    body = fx.body[:3000]
-    chunks = [body[i : i + 1] for i in range(len(body))]
-    if len(fx.body) > 3000:
-        chunks.append(fx.body[3000:])
+    chunks = one_byte_writes(fx.body)
     check_expected(fx, run(complete(fx, chunks))[0])
 
 

@@ -240,3 +240,13 @@ def test_body_conforms_to_openai_sdk_types(stream: bool) -> None:
     assert not _conforms(broken, tp, "body", [])
     assert not _conforms({**body, "tool_choice": "sometimes"}, tp, "body", [])
     assert not _conforms({**body, "bogus_field": 1}, tp, "body", [])
+
+
+def test_model_variant_is_sent_as_reasoning_effort() -> None:
+    body = body_for(full_request(model="openai:o4-mini", model_variant=" High"))
+    assert body["reasoning_effort"] == "high"
+    assert "reasoning_effort" not in body_for(full_request())
+    with pytest.raises(ProviderError, match="model variant 'turbo'") as info:
+        body_for(full_request(model_variant="turbo"))
+    assert info.value.error.code == "validation"
+    assert not info.value.error.retryable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from typing import Any
@@ -9,7 +10,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from provider_support import API_KEY, Fixture, fixture_reply, load_fixtures, run, serving, split_at
+from provider_support import (
+    Fixture,
+    complete_fixture,
+    load_fixtures,
+    one_byte_writes,
+    run,
+    split_at,
+)
 
 from lash.kernel.llm import (
     LlmMessage,
@@ -28,7 +36,6 @@ from lash.kernel.llm import (
 from lash.providers import (
     ProviderError,
     ReasoningDeltaEvent,
-    StreamEvent,
     TextDeltaEvent,
     UsageEvent,
 )
@@ -51,6 +58,7 @@ FINISH = {
     "content_filter": TerminalReason.CONTENT_FILTER,
 }
 REQUEST = LlmRequest(model="gpt-4o", messages=(LlmMessage.text(LlmRole.USER, "hi"),))
+complete = functools.partial(complete_fixture, OpenAIResponsesProvider, REQUEST)
 
 
 def final_response_object(fx: Fixture) -> dict[str, Any]:
@@ -104,24 +112,9 @@ def check_expected(fx: Fixture, response: LlmResponse) -> None:
     ]
 
 
-async def complete(
-    fx: Fixture, chunks: list[bytes] | None = None, *, stream: bool = True
-) -> tuple[LlmResponse, list[StreamEvent]]:
-    events: list[StreamEvent] = []
-
-    async def on_event(event: StreamEvent) -> None:
-        events.append(event)
-
-    async with serving(fixture_reply(fx, chunks)) as server:
-        provider = OpenAIResponsesProvider(api_key=API_KEY, base_url=server.base_url)
-        async with provider:
-            response = await provider.complete(REQUEST, on_event if stream else None)
-    return response, events
-
-
 @pytest.mark.parametrize("fx", OK, ids=lambda f: f.name)
 def test_fixture_whole_body(fx: Fixture) -> None:
-    response, events = run(complete(fx))
+    response, events, _ = run(complete(fx))
     check_expected(fx, response)
     deltas = "".join(e.text for e in events if isinstance(e, TextDeltaEvent))
     assert deltas == fx.expected["text"]
@@ -133,7 +126,7 @@ def test_fixture_whole_body(fx: Fixture) -> None:
 
 @pytest.mark.parametrize("fx", OK, ids=lambda f: f.name)
 def test_fixture_without_callback(fx: Fixture) -> None:
-    response, events = run(complete(fx, stream=False))
+    response, events, _ = run(complete(fx, stream=False))
     check_expected(fx, response)
     assert events == []
 
@@ -156,7 +149,7 @@ def test_stream_and_final_object_give_the_same_response(fx: Fixture) -> None:
     final object), re-encrypting reasoning each time; the stream keeps the
     ``.done`` copies, so the buffered side gets the same copies.
     """
-    streamed, _ = run(complete(fx))
+    streamed, _, _ = run(complete(fx))
     final = final_response_object(fx)
     done = done_items(fx)
     same_content = {**final, "output": [done.get(i["id"], i) for i in final["output"]]}
@@ -172,7 +165,7 @@ def test_stream_without_done_items_takes_the_final_output() -> None:
         + json.dumps({"type": "response.completed", "response": final}).encode()
         + b"\n\n"
     )
-    response, events = run(complete(fx, [body]))
+    response, events, _ = run(complete(fx, [body]))
     assert response == parse_response(final)
     check_expected(fx, response)
     assert "".join(e.text for e in events if isinstance(e, TextDeltaEvent)) == response.full_text
@@ -182,17 +175,14 @@ def test_stream_without_done_items_takes_the_final_output() -> None:
 
 @pytest.mark.parametrize("fx", STREAMED, ids=lambda f: f.name)
 def test_text_deltas_carry_their_message_item_id(fx: Fixture) -> None:
-    response, events = run(complete(fx))
+    response, events, _ = run(complete(fx))
     ids = {e.item_id for e in events if isinstance(e, TextDeltaEvent)}
     assert ids == {t.response_meta.id for t in response.parts if isinstance(t, TextOutput)}
 
 
 @pytest.mark.parametrize("fx", STREAMED, ids=lambda f: f.name)
 def test_fixture_one_byte_writes(fx: Fixture) -> None:
-    body = fx.body[:3000]
-    chunks = [body[i : i + 1] for i in range(len(body))]
-    if len(fx.body) > 3000:
-        chunks.append(fx.body[3000:])
+    chunks = one_byte_writes(fx.body)
     check_expected(fx, run(complete(fx, chunks))[0])
 
 
@@ -205,7 +195,7 @@ def test_fixture_split_inside_characters_and_event_boundaries(fx: Fixture) -> No
     offsets = inside_chars + between_newlines + after_data
     assert between_newlines
     assert after_data
-    response, events = run(complete(fx, split_at(body, offsets)))
+    response, events, _ = run(complete(fx, split_at(body, offsets)))
     check_expected(fx, response)
     thinking = "".join(e.text for e in events if isinstance(e, ReasoningDeltaEvent))
     assert thinking == (fx.expected["reasoning_text"] or "")
@@ -242,7 +232,7 @@ def test_nonstream_bodies_parse_directly(fx: Fixture) -> None:
 )
 def test_reasoning_replays_verbatim_on_the_next_request(fx: Fixture) -> None:
     """The vendor's reasoning items go back unchanged, next to their tool calls."""
-    response, _ = run(complete(fx))
+    response, _, _ = run(complete(fx))
     blocks: list[Any] = []
     for part in response.parts:
         if isinstance(part, ReasoningOutput):
@@ -297,7 +287,7 @@ def test_streamed_reasoning_keeps_the_done_blob() -> None:
         if payload.get("item", {}).get("type") == "reasoning"
     }
     assert blobs["response.output_item.added"] != blobs["response.output_item.done"]
-    response, _ = run(complete(fx))
+    response, _, _ = run(complete(fx))
     [reasoning] = [p for p in response.parts if isinstance(p, ReasoningOutput)]
     assert reasoning.replay is not None
     assert reasoning.replay.encrypted_content == blobs["response.output_item.done"]

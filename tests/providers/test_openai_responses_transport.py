@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from provider_support import API_KEY, Reply, run, serving
+from provider_support import API_KEY, Harness, Reply, failed, no_secret, run
 
 from lash.kernel.llm import (
     LlmMessage,
@@ -18,13 +18,10 @@ from lash.kernel.llm import (
     ToolCallOutput,
 )
 from lash.providers import (
-    ProviderError,
-    RetryStatusEvent,
-    StreamEvent,
     TextDeltaEvent,
     UsageEvent,
 )
-from lash.providers.http import ProviderHandle, RetryPolicy, Timeouts
+from lash.providers.http import RetryPolicy, Timeouts
 from lash.providers.openai_responses import OpenAIResponsesProvider
 
 REQUEST = LlmRequest(model="gpt-5", messages=(LlmMessage.text(LlmRole.USER, "hi"),))
@@ -62,64 +59,12 @@ GOOD_STREAM = [
 ]
 
 
-class Harness:
-    """Runs one call through ``ProviderHandle`` with a recording fake sleep."""
-
-    def __init__(self) -> None:
-        self.sleeps: list[float] = []
-        self.events: list[StreamEvent] = []
-        self.errors: list[str] = []
-        self.bodies: list[Any] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-    async def on_event(self, event: StreamEvent) -> None:
-        self.events.append(event)
-
-    @property
-    def retries(self) -> list[RetryStatusEvent]:
-        return [e for e in self.events if isinstance(e, RetryStatusEvent)]
-
-    async def call(
-        self,
-        *replies: Reply,
-        timeouts: Timeouts | None = None,
-        retry: RetryPolicy | None = None,
-        stream: bool = True,
-    ) -> tuple[LlmResponse | ProviderError, int]:
-        async with serving(*replies) as server:
-            async with OpenAIResponsesProvider(
-                api_key=API_KEY, base_url=server.base_url, timeouts=timeouts
-            ) as provider:
-                handle = ProviderHandle(
-                    provider, retry=retry or RetryPolicy(), sleep=self.sleep, rand=lambda: 0.5
-                )
-                try:
-                    result: LlmResponse | ProviderError = await handle.complete(
-                        REQUEST, self.on_event if stream else None
-                    )
-                except ProviderError as exc:
-                    self.errors += [str(exc), repr(exc), repr(exc.error)]
-                    result = exc
-            self.bodies = [r.json() for r in server.received]
-            return result, len(server.received)
-
-
-def no_secret(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
-    sinks = [*harness.errors, *(repr(e) for e in harness.events), caplog.text]
-    for sink in sinks:
-        assert API_KEY not in sink
-        assert "PLANTED" not in sink
-
-
-def failed(result: LlmResponse | ProviderError) -> ProviderError:
-    assert isinstance(result, ProviderError), result
-    return result
+def harness() -> Harness:
+    return Harness(OpenAIResponsesProvider, REQUEST)
 
 
 def test_success_streams_text_and_usage() -> None:
-    h = Harness()
+    h = harness()
     result, count = run(h.call(Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert isinstance(result, LlmResponse)
     assert result.full_text == "Hello"
@@ -137,7 +82,7 @@ def test_success_streams_text_and_usage() -> None:
 def test_stream_cut_mid_event_is_a_retryable_error(
     chunked: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    h = Harness()
+    h = harness()
     cut = [*GOOD_STREAM[:3], GOOD_STREAM[3][:40]]
     result, count = run(
         h.call(
@@ -155,7 +100,7 @@ def test_stream_cut_mid_event_is_a_retryable_error(
 
 
 def test_stream_without_a_terminal_event_is_truncated() -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(Reply(content_type=SSE, chunks=GOOD_STREAM[:-1]), retry=RetryPolicy.disabled())
     )
@@ -163,7 +108,7 @@ def test_stream_without_a_terminal_event_is_truncated() -> None:
 
 
 def test_stream_cut_is_retried_then_succeeds() -> None:
-    h = Harness()
+    h = harness()
     cut = Reply(content_type=SSE, chunks=GOOD_STREAM[:3], abort=True)
     result, count = run(h.call(cut, Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert isinstance(result, LlmResponse)
@@ -173,7 +118,7 @@ def test_stream_cut_is_retried_then_succeeds() -> None:
 
 
 def test_slow_chunk_times_out(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(
             Reply(content_type=SSE, chunks=GOOD_STREAM, delay=0.5),
@@ -188,7 +133,7 @@ def test_slow_chunk_times_out(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_slow_response_start_times_out() -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(
             Reply(content_type=SSE, chunks=GOOD_STREAM, head_delay=1.0),
@@ -200,7 +145,7 @@ def test_slow_response_start_times_out() -> None:
 
 
 def test_429_with_retry_after_then_success(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     limited = Reply(
         status=429,
         headers={"Retry-After": "3"},
@@ -223,7 +168,7 @@ def test_429_with_retry_after_then_success(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_500_then_success_uses_backoff() -> None:
-    h = Harness()
+    h = harness()
     failing = Reply(status=500, chunks=[b'{"error": {"message": "boom", "type": "server_error"}}'])
     result, count = run(h.call(failing, failing, Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert isinstance(result, LlmResponse)
@@ -233,7 +178,7 @@ def test_500_then_success_uses_backoff() -> None:
 
 
 def test_malformed_json_in_stream(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     chunks = [*GOOD_STREAM[:3], b"event: response.output_text.delta\ndata: {not json\n\n"]
     result, _ = run(h.call(Reply(content_type=SSE, chunks=chunks), retry=RetryPolicy.disabled()))
     error = failed(result).error
@@ -254,7 +199,7 @@ def test_malformed_json_in_stream(caplog: pytest.LogCaptureFixture) -> None:
     ],
 )
 def test_events_that_cannot_be_applied_are_malformed(chunk: bytes, wanted: str) -> None:
-    h = Harness()
+    h = harness()
     chunks = [GOOD_STREAM[0], chunk, *GOOD_STREAM[1:]]
     result, _ = run(h.call(Reply(content_type=SSE, chunks=chunks), retry=RetryPolicy.disabled()))
     error = failed(result).error
@@ -263,7 +208,7 @@ def test_events_that_cannot_be_applied_are_malformed(chunk: bytes, wanted: str) 
 
 
 def test_abrupt_disconnect_before_headers_is_retried() -> None:
-    h = Harness()
+    h = harness()
     result, count = run(h.call(Reply(hangup=True), Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert isinstance(result, LlmResponse)
     assert count == 2
@@ -272,7 +217,7 @@ def test_abrupt_disconnect_before_headers_is_retried() -> None:
 
 
 def test_abrupt_disconnect_mid_json_body() -> None:
-    h = Harness()
+    h = harness()
     body = json.dumps(response_object(output=[HELLO])).encode()
     reply = Reply(chunks=[body[:30]], abort=True)
     result, _ = run(h.call(reply, retry=RetryPolicy.disabled(), stream=False))
@@ -282,7 +227,7 @@ def test_abrupt_disconnect_mid_json_body() -> None:
 
 
 def test_401_is_an_auth_error_and_not_retried(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     body = json.dumps(
         {
             "error": {
@@ -306,7 +251,7 @@ def test_401_is_an_auth_error_and_not_retried(caplog: pytest.LogCaptureFixture) 
 
 
 def test_context_overflow_is_classified() -> None:
-    h = Harness()
+    h = harness()
     body = json.dumps(
         {
             "error": {
@@ -325,7 +270,7 @@ def test_context_overflow_is_classified() -> None:
 
 
 def test_retryable_in_stream_error_is_retried(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     err = event(
         "error",
         code="server_error",
@@ -350,7 +295,7 @@ def test_retryable_in_stream_error_is_retried(caplog: pytest.LogCaptureFixture) 
     [("rate_limit_exceeded", "stream_error", True), ("invalid_prompt", "stream_error", False)],
 )
 def test_response_failed_is_classified(code: str, kind: str, retryable: bool) -> None:
-    h = Harness()
+    h = harness()
     failed_event = event(
         "response.failed",
         response=response_object("failed", error={"code": code, "message": f"failed: {code}"}),
@@ -374,7 +319,7 @@ def test_response_failed_is_classified(code: str, kind: str, retryable: bool) ->
     ],
 )
 def test_failed_status_in_a_json_body_is_an_error(body: dict[str, Any]) -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(h.call(Reply(chunks=[json.dumps(body).encode()]), retry=RetryPolicy.disabled()))
     error = failed(result).error
     assert error.retryable
@@ -394,7 +339,7 @@ def test_failed_status_in_a_json_body_is_an_error(body: dict[str, Any]) -> None:
 def test_incomplete_responses_map_to_terminal_reasons(
     reason: str, terminal: TerminalReason, diagnostic: str | None, stream: bool
 ) -> None:
-    h = Harness()
+    h = harness()
     final = response_object(
         "incomplete", output=[HELLO], incomplete_details={"reason": reason}, usage=USAGE
     )
@@ -411,7 +356,7 @@ def test_incomplete_responses_map_to_terminal_reasons(
 
 
 def test_cancelled_and_reasonless_incomplete() -> None:
-    h = Harness()
+    h = harness()
     cancelled = Reply(chunks=[json.dumps(response_object("cancelled")).encode()])
     result, _ = run(h.call(cancelled, retry=RetryPolicy.disabled()))
     assert isinstance(result, LlmResponse)
@@ -424,7 +369,7 @@ def test_cancelled_and_reasonless_incomplete() -> None:
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_refusal_is_a_content_filter_with_the_refusal_text(stream: bool) -> None:
-    h = Harness()
+    h = harness()
     refusal = {
         "type": "message",
         "id": "msg_r",
@@ -460,7 +405,7 @@ def test_refusal_is_a_content_filter_with_the_refusal_text(stream: bool) -> None
 
 def test_streamed_tool_arguments_are_merged_by_item_id() -> None:
     """Two calls interleave their argument fragments; each call gets its own."""
-    h = Harness()
+    h = harness()
 
     def call(n: int, arguments: str = "") -> dict[str, Any]:
         return {
@@ -500,7 +445,7 @@ def test_streamed_tool_arguments_are_merged_by_item_id() -> None:
 
 
 def test_arguments_done_replaces_the_fragments() -> None:
-    h = Harness()
+    h = harness()
     item = {"type": "function_call", "id": "fc_0", "call_id": "c", "name": "t", "arguments": ""}
     chunks = [
         event("response.output_item.added", output_index=0, item=item),
@@ -515,7 +460,7 @@ def test_arguments_done_replaces_the_fragments() -> None:
 
 
 def test_mid_stream_usage_is_reported_and_merged() -> None:
-    h = Harness()
+    h = harness()
     early = response_object("in_progress", usage={"input_tokens": 20})
     late = response_object(output=[HELLO], usage={"input_tokens": 0, "output_tokens": 3})
     chunks = [event("response.in_progress", response=early), *GOOD_STREAM[1:-1]]
@@ -528,7 +473,7 @@ def test_mid_stream_usage_is_reported_and_merged() -> None:
 
 
 def test_json_reply_to_a_streaming_request_still_emits_events() -> None:
-    h = Harness()
+    h = harness()
     body = json.dumps(response_object(output=[HELLO], usage=USAGE)).encode()
     result, _ = run(h.call(Reply(chunks=[body]), retry=RetryPolicy.disabled()))
     assert isinstance(result, LlmResponse)
@@ -538,7 +483,7 @@ def test_json_reply_to_a_streaming_request_still_emits_events() -> None:
 
 
 def test_sse_body_under_a_json_content_type_is_parsed_as_a_stream() -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(Reply(chunks=[b"".join(GOOD_STREAM)]), retry=RetryPolicy.disabled(), stream=False)
     )
@@ -550,7 +495,7 @@ def test_sse_body_under_a_json_content_type_is_parsed_as_a_stream() -> None:
 
 
 def test_non_json_body_is_malformed() -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(Reply(chunks=[b"<html>gateway</html>"]), retry=RetryPolicy.disabled(), stream=False)
     )
@@ -561,7 +506,7 @@ def test_non_json_body_is_malformed() -> None:
 
 def test_bare_events_without_positions_still_assemble() -> None:
     """Minimal compatible servers omit item ids and output indexes."""
-    h = Harness()
+    h = harness()
     chunks = [
         event("response.reasoning_summary_text.delta", delta="Think"),
         event("response.reasoning_summary_text.delta", delta="ing"),

@@ -33,7 +33,7 @@ from lash.kernel.llm import (
     ToolCallBlock,
     ToolCallOutput,
 )
-from lash.providers.base import Provider, StreamCallback
+from lash.providers.base import Provider, ReasoningDeltaEvent, StreamCallback
 from lash.providers.http import ProviderHandle, RetryPolicy
 from lash.providers.select import provider_from_string
 from lash.providers.sse import SseDecoder
@@ -47,6 +47,7 @@ from lash.testing.provider_conformance import (
     ProviderConformance,
     WireScript,
     WireServer,
+    check_events,
     close_provider,
     conformance_request,
     one_byte_pieces,
@@ -322,6 +323,17 @@ def test_the_suite_rejects_a_provider_that_asks_for_the_wrong_mode() -> None:
     target = ConformanceTarget(AnthropicWire(), always_streaming, "claude-sonnet-4-5")
     with pytest.raises(AssertionError, match="'stream' is True, expected False"):
         ProviderConformance().run(target, scenario("plain_text_stop"), stream=False)
+
+
+@pytest.mark.parametrize("name", ["openai-chat", "anthropic", "openai-responses"])
+def test_the_suite_rejects_a_stream_without_reasoning_deltas(name: str) -> None:
+    item = scenario("reasoning_extraction")
+    outcome = asyncio.run(run_scenario(TARGETS[name], item, stream=True))
+    check_events(item, outcome.response, outcome.events, who=name)
+    silent = [e for e in outcome.events if not isinstance(e, ReasoningDeltaEvent)]
+    assert len(silent) < len(outcome.events)
+    with pytest.raises(AssertionError, match="reasoning deltas assemble to ''"):
+        check_events(item, outcome.response, silent, who=name)
 
 
 # ---------------------------------------------------------------- cross-vendor history

@@ -417,3 +417,26 @@ def test_gemini_kind_reports_context_overflow() -> None:
     assert error.terminal_reason is TerminalReason.CONTEXT_OVERFLOW
     assert not error.retryable
     assert "exceeds the maximum number of tokens" in error.message
+
+
+FROM_ENV = {
+    "openai": providers_pkg.openai_from_env,
+    "openai-responses": providers_pkg.openai_responses_from_env,
+    "anthropic": providers_pkg.anthropic_from_env,
+    "gemini": providers_pkg.gemini_from_env,
+}
+
+
+@pytest.mark.parametrize("kind", [BY_NAME[name] for name in FROM_ENV], ids=lambda k: k.kind)
+def test_from_env_reads_the_environment_like_provider_from_string(kind: Kind) -> None:
+    from_env: Any = FROM_ENV[kind.kind]
+    with pytest.raises(ValueError, match=f"{kind.key_env}.* is not set"):
+        from_env(env={kind.key_env: " \t"})
+    env = {kind.key_env: f" {API_KEY} ", kind.base_env: " http://127.0.0.1:9/v1 "}
+    built = from_env(env=env)
+    selected: Any = provider_from_string(f"{kind.kind}:{kind.model}", env=env).provider.provider
+    assert type(built) is type(selected) is kind.cls
+    assert (built._api_key, built.base_url) == (API_KEY, selected.base_url)
+    assert built.base_url.startswith("http://127.0.0.1:9")
+    run(built.aclose())
+    run(selected.aclose())

@@ -8,10 +8,10 @@ import logging
 from typing import Any
 
 import pytest
-from provider_support import API_KEY, Reply, run, serving
+from provider_support import API_KEY, Harness, Reply, ignore_event, no_secret, run, serving
 
 from lash.kernel.llm import LlmMessage, LlmRequest, LlmResponse, LlmRole
-from lash.providers import ProviderError, RetryStatusEvent, StreamEvent
+from lash.providers import ProviderError
 from lash.providers.http import ProviderHandle, RetryPolicy, Timeouts
 from lash.providers.openai_chat import OpenAIChatProvider
 
@@ -34,56 +34,12 @@ GOOD_STREAM = [
 ]
 
 
-class Harness:
-    """Runs one call through ``ProviderHandle`` with a recording fake sleep."""
-
-    def __init__(self) -> None:
-        self.sleeps: list[float] = []
-        self.events: list[StreamEvent] = []
-        self.errors: list[str] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-    async def on_event(self, event: StreamEvent) -> None:
-        self.events.append(event)
-
-    @property
-    def retries(self) -> list[RetryStatusEvent]:
-        return [e for e in self.events if isinstance(e, RetryStatusEvent)]
-
-    async def call(
-        self,
-        *replies: Reply,
-        timeouts: Timeouts | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> tuple[LlmResponse | ProviderError, int]:
-        async with serving(*replies) as server:
-            async with OpenAIChatProvider(
-                api_key=API_KEY, base_url=server.base_url, timeouts=timeouts
-            ) as provider:
-                handle = ProviderHandle(
-                    provider, retry=retry or RetryPolicy(), sleep=self.sleep, rand=lambda: 0.5
-                )
-                try:
-                    result: LlmResponse | ProviderError = await handle.complete(
-                        REQUEST, self.on_event
-                    )
-                except ProviderError as exc:
-                    self.errors += [str(exc), repr(exc), repr(exc.error)]
-                    result = exc
-            return result, len(server.received)
+def harness() -> Harness:
+    return Harness(OpenAIChatProvider, REQUEST)
 
 
-def no_secret(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
-    sinks = [*harness.errors, *(repr(e) for e in harness.events), caplog.text]
-    for sink in sinks:
-        assert API_KEY not in sink
-        assert "PLANTED" not in sink
-
-
-def test_success_streams_text(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+def test_success_streams_text() -> None:
+    h = harness()
     result, count = run(h.call(Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert isinstance(result, LlmResponse)
     assert result.full_text == "Hello"
@@ -96,7 +52,7 @@ def test_success_streams_text(caplog: pytest.LogCaptureFixture) -> None:
 def test_stream_cut_mid_event_is_a_retryable_error(
     chunked: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    h = Harness()
+    h = harness()
     cut = [GOOD_STREAM[0], GOOD_STREAM[1][:15]]
     result, count = run(
         h.call(
@@ -112,7 +68,7 @@ def test_stream_cut_mid_event_is_a_retryable_error(
 
 
 def test_slow_chunk_times_out(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(
             Reply(content_type=SSE, chunks=GOOD_STREAM, delay=0.5),
@@ -127,7 +83,7 @@ def test_slow_chunk_times_out(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_slow_response_start_times_out() -> None:
-    h = Harness()
+    h = harness()
     result, _ = run(
         h.call(
             Reply(content_type=SSE, chunks=GOOD_STREAM, head_delay=1.0),
@@ -140,7 +96,7 @@ def test_slow_response_start_times_out() -> None:
 
 
 def test_429_with_retry_after_then_success(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     limited = Reply(
         status=429,
         headers={"Retry-After": "3"},
@@ -160,14 +116,14 @@ def test_429_with_retry_after_then_success(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_retry_after_is_capped() -> None:
-    h = Harness()
+    h = harness()
     limited = Reply(status=429, headers={"Retry-After": "3600"}, chunks=[b"{}"])
     run(h.call(limited, Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert h.sleeps == [60.0]
 
 
 def test_500_then_success_uses_backoff() -> None:
-    h = Harness()
+    h = harness()
     failing = Reply(status=500, chunks=[b'{"error": {"message": "boom"}}'])
     result, count = run(h.call(failing, failing, Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert isinstance(result, LlmResponse)
@@ -177,7 +133,7 @@ def test_500_then_success_uses_backoff() -> None:
 
 
 def test_retries_stop_after_max_attempts() -> None:
-    h = Harness()
+    h = harness()
     failing = Reply(status=503, chunks=[b"unavailable"])
     retry = RetryPolicy(max_attempts=3, base_delay=1, max_delay=1.5, jitter=1.0)
     result, count = run(h.call(failing, retry=retry))
@@ -188,7 +144,7 @@ def test_retries_stop_after_max_attempts() -> None:
 
 
 def test_malformed_json_in_stream(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     chunks = [GOOD_STREAM[0], b"data: {not json\n\n", *GOOD_STREAM[2:]]
     result, _ = run(h.call(Reply(content_type=SSE, chunks=chunks), retry=RetryPolicy.disabled()))
     assert isinstance(result, ProviderError)
@@ -199,7 +155,7 @@ def test_malformed_json_in_stream(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_invalid_utf8_in_stream() -> None:
-    h = Harness()
+    h = harness()
     chunks = [GOOD_STREAM[0], b'data: {"x": "\xff"}\n\n', *GOOD_STREAM[2:]]
     result, _ = run(h.call(Reply(content_type=SSE, chunks=chunks), retry=RetryPolicy.disabled()))
     assert isinstance(result, ProviderError)
@@ -207,7 +163,7 @@ def test_invalid_utf8_in_stream() -> None:
 
 
 def test_abrupt_disconnect_before_headers_is_retried() -> None:
-    h = Harness()
+    h = harness()
     result, count = run(h.call(Reply(hangup=True), Reply(content_type=SSE, chunks=GOOD_STREAM)))
     assert isinstance(result, LlmResponse)
     assert count == 2
@@ -216,7 +172,7 @@ def test_abrupt_disconnect_before_headers_is_retried() -> None:
 
 
 def test_401_is_an_auth_error_and_not_retried(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     body = json.dumps(
         {
             "error": {
@@ -239,7 +195,7 @@ def test_401_is_an_auth_error_and_not_retried(caplog: pytest.LogCaptureFixture) 
 
 
 def test_in_stream_error_event_is_classified(caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness()
+    h = harness()
     err = b'data: {"error": {"message": "The server is overloaded", "code": "server_error"}}\n\n'
     result, count = run(
         h.call(
@@ -257,7 +213,7 @@ def test_request_goes_to_chat_completions_with_bearer_auth() -> None:
     async def go() -> tuple[str, dict[str, str], Any]:
         async with serving(Reply(content_type=SSE, chunks=GOOD_STREAM)) as server:
             async with OpenAIChatProvider(api_key=API_KEY, base_url=server.base_url) as p:
-                await p.complete(REQUEST, _ignore)
+                await p.complete(REQUEST, ignore_event)
             got = server.received[0]
             return got.path, got.headers, got.json()
 
@@ -267,10 +223,6 @@ def test_request_goes_to_chat_completions_with_bearer_auth() -> None:
     assert headers["accept"] == "text/event-stream"
     assert body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
-
-
-async def _ignore(event: StreamEvent) -> None:
-    return None
 
 
 def test_concurrency_limit() -> None:
@@ -295,3 +247,57 @@ def test_concurrency_limit() -> None:
 
     run(go())
     assert peak == 2
+
+
+# ------------------------------------------------------------------ the last event of a body
+
+
+QUOTA_ERROR = (
+    b'data: {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}'
+)
+
+
+@pytest.mark.parametrize("content_type", [SSE, "application/json"])
+def test_an_error_in_the_unterminated_last_event_keeps_its_classification(
+    content_type: str,
+) -> None:
+    """A final error event with no blank line after it is that error, not a cut stream."""
+    h = harness()
+    result, count = run(
+        h.call(Reply(content_type=content_type, chunks=[GOOD_STREAM[0], QUOTA_ERROR]))
+    )
+    assert isinstance(result, ProviderError)
+    assert result.error.code == "quota"
+    assert not result.error.retryable
+    assert "exceeded your current quota" in result.error.message
+    assert count == 1
+
+
+@pytest.mark.parametrize("content_type", [SSE, "application/json"])
+def test_a_half_sent_last_event_is_a_truncation(content_type: str) -> None:
+    h = harness()
+    chunks = [GOOD_STREAM[0], GOOD_STREAM[1][:15]]
+    reply = Reply(content_type=content_type, chunks=chunks)
+    result, _ = run(h.call(reply, retry=RetryPolicy.disabled()))
+    assert isinstance(result, ProviderError)
+    assert (result.error.code, result.error.retryable) == ("transport", True)
+    assert "ended before the response was complete" in result.error.message
+
+
+def test_an_event_stream_sent_as_json_that_is_cut_off_is_a_truncation() -> None:
+    """Two deltas and no finish_reason or [DONE] is not a whole reply, whatever the content type."""
+    h = harness()
+    reply = Reply(content_type="application/json", chunks=GOOD_STREAM[:2])
+    result, count = run(h.call(reply, retry=RetryPolicy.disabled(), stream=False))
+    assert isinstance(result, ProviderError)
+    assert (result.error.code, result.error.retryable) == ("transport", True)
+    assert "ended before the response was complete" in result.error.message
+    assert count == 1
+
+
+def test_an_event_stream_sent_as_json_is_read_like_a_stream() -> None:
+    h = harness()
+    result, _ = run(h.call(Reply(content_type="application/json", chunks=GOOD_STREAM)))
+    assert isinstance(result, LlmResponse)
+    assert result.full_text == "Hello"
+    assert result.usage.input_tokens == 5

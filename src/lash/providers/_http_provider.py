@@ -6,15 +6,17 @@ extra headers), owns or borrows the httpx client, resolves the image
 attachments a request uses, and runs the POST through the transport helpers of
 :mod:`lash.providers.http` (response-start, per-chunk and whole-body time
 limits; an HTTP error status becomes a classified :class:`ProviderCallError`).
-The functions below it are the small pieces the request mappers and usage
-normalizers have in common.
+The SSE providers share one event loop (:meth:`HttpProvider._read_events`),
+fed by the streamed body and by an event stream sent with another content type;
+each vendor supplies its hooks as an :class:`EventSink`. The functions below it
+are the small pieces the request mappers and usage normalizers have in common.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -23,8 +25,18 @@ import httpx
 
 from .._closing import AsyncClosing
 from ..kernel.attachments import AttachmentRef
-from ..kernel.llm import ImageBlock, LlmCallError, LlmRequest, LlmResponse, LlmRole, LlmUsage
-from .base import StreamCallback
+from ..kernel.llm import (
+    ImageBlock,
+    LlmCallError,
+    LlmOutputPart,
+    LlmRequest,
+    LlmResponse,
+    LlmRole,
+    LlmUsage,
+    ReasoningOutput,
+    TextOutput,
+)
+from .base import ReasoningDeltaEvent, StreamCallback, TextDeltaEvent, UsageEvent
 from .classify import Classification, FailureKind, make_call_error
 from .http import (
     ProviderCallError,
@@ -34,19 +46,23 @@ from .http import (
     read_body,
     read_chunks,
 )
+from .models import REASONING_VARIANTS
 from .sse import SseDecoder, SseError, SseEvent
 
 __all__ = [
     "IMAGE_MIMES",
     "AttachmentResolver",
     "ErrorBody",
+    "EventSink",
     "HttpProvider",
     "attached_image",
     "data_url",
+    "emit_usage",
     "image_mime",
     "merge_usage",
     "token_count",
     "validation_error",
+    "variant_effort",
 ]
 
 AttachmentResolver = Callable[[Sequence[AttachmentRef]], Awaitable[dict[str, bytes]]]
@@ -104,6 +120,24 @@ def data_url(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+def variant_effort(request: LlmRequest, api: str, default: str | None = None) -> str | None:
+    """The request's ``model_variant`` as an OpenAI reasoning effort, else ``default``.
+
+    A variant outside :data:`~lash.providers.models.REASONING_VARIANTS` is a
+    validation error naming ``api``.
+    """
+    variant = request.model_variant
+    if variant is None:
+        return default
+    effort = variant.strip().lower()
+    if effort not in REASONING_VARIANTS:
+        raise validation_error(
+            f"model variant {variant!r} is not a reasoning effort the {api} provider "
+            f"knows (use one of {', '.join(REASONING_VARIANTS)})"
+        )
+    return effort
+
+
 # ---------------------------------------------------------------- usage pieces
 
 
@@ -133,6 +167,41 @@ def merge_usage(old: LlmUsage | None, new: LlmUsage) -> LlmUsage:
         cached_input_tokens=new.cached_input_tokens or old.cached_input_tokens,
         reasoning_tokens=new.reasoning_tokens or old.reasoning_tokens,
     )
+
+
+async def emit_usage(on_event: StreamCallback | None, usage: LlmUsage | None) -> None:
+    """Report ``usage`` to ``on_event`` (nothing when either is missing)."""
+    if usage is not None and on_event is not None:
+        await on_event(UsageEvent(usage=usage))
+
+
+# ---------------------------------------------------------------- event streams
+
+
+@dataclass(frozen=True, slots=True)
+class EventSink:
+    """A vendor's hooks for building one reply from SSE events.
+
+    ``apply`` takes one event (raising a classified :class:`ProviderCallError`
+    for an error event or a malformed one); ``ended`` is true once the vendor's
+    end marker arrived, so reading stops; ``complete`` is true once the reply is
+    whole (ended, or its stop reason arrived), so a body that ends there is
+    accepted; ``response`` assembles the reply.
+    """
+
+    apply: Callable[[SseEvent], Awaitable[None]]
+    ended: Callable[[], bool]
+    complete: Callable[[], bool]
+    response: Callable[[], LlmResponse]
+
+
+def _is_event_stream(raw: bytes) -> bool:
+    """Whether a body read whole is an event stream (whatever its content type said)."""
+    return raw.lstrip().startswith((b"data:", b"event:")) or b"\ndata:" in raw
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
 # ---------------------------------------------------------------- error bodies
@@ -356,22 +425,85 @@ class HttpProvider(AsyncClosing):
     async def _read_stream(
         self, response: httpx.Response, on_event: StreamCallback | None, label: str
     ) -> LlmResponse:
-        """Assemble a streamed reply (a provider that uses :meth:`_exchange` supplies it)."""
-        raise NotImplementedError
+        """Assemble a streamed reply as its chunks arrive."""
+        return await self._read_events(self._read_chunks(response, label), on_event, label)
 
     async def _parse_buffered(
         self, raw: bytes, on_event: StreamCallback | None, label: str
     ) -> LlmResponse:
-        """Assemble a reply read whole (a provider that uses :meth:`_exchange` supplies it)."""
+        """Assemble a reply read whole: by its events if it is an event stream, else as JSON."""
+        if _is_event_stream(raw):
+            return await self._read_events(_once(raw), on_event, label)
+        return await self._parse_json(raw, on_event, label)
+
+    async def _parse_json(
+        self, raw: bytes, on_event: StreamCallback | None, label: str
+    ) -> LlmResponse:
+        """Assemble a JSON reply (a provider that uses :meth:`_exchange` supplies it)."""
         raise NotImplementedError
 
-    def _sse_events(self, raw: bytes, label: str, *, flush: bool = True) -> list[SseEvent]:
-        """The events of a whole event-stream body (``flush``: and an unterminated last one)."""
+    def _event_sink(self, on_event: StreamCallback | None, label: str) -> EventSink:
+        """The hooks that build one reply from events (an SSE provider supplies them)."""
+        raise NotImplementedError
+
+    async def _read_events(
+        self, chunks: AsyncIterable[bytes], on_event: StreamCallback | None, label: str
+    ) -> LlmResponse:
+        """Decode ``chunks`` as SSE and build the reply through :meth:`_event_sink`.
+
+        Reading stops at the vendor's end marker. An event the body ends inside
+        (no blank line after it) is still applied; if it is malformed the body
+        was cut mid-event, which is a truncation, while any other error it
+        carries keeps its own classification. A reply that is not complete when
+        the body ends is a truncation too.
+        """
+        sink = self._event_sink(on_event, label)
         decoder = SseDecoder()
         try:
-            return [*decoder.feed(raw), *(decoder.close() if flush else ())]
+            async for chunk in chunks:
+                for event in decoder.feed(chunk):
+                    await sink.apply(event)
+                    if sink.ended():
+                        break
+                if sink.ended():
+                    break
+            tail = [] if sink.ended() else decoder.close()
         except SseError as exc:
             raise self._malformed(label, str(exc)) from None
+        for event in tail:
+            try:
+                await sink.apply(event)
+            except ProviderCallError as exc:
+                if exc.error.code == FailureKind.MALFORMED.value:
+                    raise self._truncated(label) from None  # a half-sent last event
+                raise
+            if sink.ended():
+                break
+        if not sink.complete():
+            raise self._truncated(label)
+        return sink.response()
+
+    async def _replay_events(
+        self,
+        response: LlmResponse,
+        on_event: StreamCallback | None,
+        *,
+        item_id: Callable[[LlmOutputPart], str | None] = lambda part: None,
+        reasoning: bool = True,
+    ) -> None:
+        """Send a reply that arrived whole as the events a stream would have sent.
+
+        Each reasoning part with text (when ``reasoning``) and each text part
+        becomes one delta tagged with ``item_id(part)``; the usage comes last.
+        """
+        if on_event is None:
+            return
+        for part in response.parts:
+            if isinstance(part, ReasoningOutput) and part.text and reasoning:
+                await on_event(ReasoningDeltaEvent(text=part.text, item_id=item_id(part)))
+            elif isinstance(part, TextOutput):
+                await on_event(TextDeltaEvent(text=part.text, item_id=item_id(part)))
+        await on_event(UsageEvent(usage=response.usage))
 
     def _event_object(self, data: str, label: str) -> dict[str, Any]:
         """A stream event's data as a JSON object (malformed when it is not one)."""

@@ -19,18 +19,10 @@ for). Wire rules it takes care of:
   vendors' replay data (Gemini's ``gemini:``-tagged thought signatures, OpenAI's
   ``rs_`` encrypted reasoning) are dropped.
 * **max_tokens** is required by the API. The request's ``output_token_cap``
-  wins, then the provider's ``max_tokens`` option, then a per-model default:
-
-  ======================================  ======
-  model family                            default
-  ======================================  ======
-  Claude 3 (haiku, sonnet, opus)           4 096
-  Claude 3.5                               8 192
-  Claude 3.7 Sonnet                       64 000
-  Claude Opus 4 / 4.1                     32 000
-  other Claude 4.x and later              64 000
-  a model name this table cannot read      8 192
-  ======================================  ======
+  wins, then the provider's ``max_tokens`` option, then the model's output cap
+  from :func:`~lash.providers.models.model_capabilities` (Claude 3: 4 096,
+  3.5: 8 192, Opus 4/4.1: 32 000, 3.7 Sonnet and other Claude 4.x and later:
+  64 000), or 8 192 for a model name it cannot read.
 
 * **Thinking** follows ``request.model_variant``: ``none`` (or no variant) sends
   none. Models with adaptive thinking (Opus 4.6/4.7, Sonnet 4.6, Claude 5 and
@@ -55,7 +47,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import uuid
 from collections.abc import Mapping
@@ -85,20 +76,24 @@ from ..kernel.llm import (
     ToolChoice,
     ToolResultBlock,
 )
+from ._env import ANTHROPIC_BASE_URL, provider_settings
 from ._http_provider import (
     IMAGE_MIMES,
     AttachmentResolver,
     ErrorBody,
+    EventSink,
     HttpProvider,
     attached_image,
+    emit_usage,
     image_mime,
     token_count,
     validation_error,
 )
-from .base import ReasoningDeltaEvent, StreamCallback, TextDeltaEvent, UsageEvent
-from .classify import Classification, FailureKind, classify_failure
+from .base import ReasoningDeltaEvent, StreamCallback, TextDeltaEvent
+from .classify import classify_failure
 from .http import ProviderCallError, Timeouts
-from .sse import SseDecoder, SseError, SseEvent
+from .models import REASONING_VARIANTS, claude_version, model_capabilities
+from .sse import SseEvent
 
 __all__ = [
     "ANTHROPIC_BASE_URL",
@@ -115,7 +110,6 @@ __all__ = [
     "usage_from_anthropic",
 ]
 
-ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
 INTERLEAVED_THINKING_BETA = "interleaved-thinking-2025-05-14"
 
@@ -132,11 +126,6 @@ _STOP_REASONS = {
     "safety": TerminalReason.CONTENT_FILTER,
     "sensitive": TerminalReason.CONTENT_FILTER,
 }
-# Vendor error types worth retrying even when the status alone says otherwise
-# (529 "overloaded" is not a standard retryable status).
-_RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
-
-_VARIANTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 _BUDGETS = {
     "minimal": 1024,
     "low": 1024,
@@ -164,41 +153,32 @@ class ModelTraits:
     efforts: tuple[str, ...] = ()
 
 
-# "claude-sonnet-4-5-20250929", "claude-opus-4.6", "anthropic.claude-haiku-4-5-v1:0"
-_NEW_NAME = re.compile(r"claude-([a-z]+)-(\d{1,2})(?:[-.](\d{1,2}))?(?!\d)")
-# "claude-3-5-sonnet-20241022", "claude-3-opus-latest"
-_OLD_NAME = re.compile(r"claude-(\d)(?:[-.](\d))?-([a-z]+)")
+_UNKNOWN_MAX_TOKENS = 8192
+"""``max_tokens`` for a model name :func:`~lash.providers.models.claude_version` cannot read."""
 
 
 def model_traits(model: str) -> ModelTraits:
-    """Defaults for ``model`` (see the module docstring for the table)."""
-    name = model.lower()
-    old = _OLD_NAME.search(name)
-    if old is not None:
-        major, minor, family = int(old.group(1)), int(old.group(2) or 0), old.group(3)
-    else:
-        new = _NEW_NAME.search(name)
-        if new is None:
-            return ModelTraits(default_max_tokens=8192, thinking="none")
-        family, major, minor = new.group(1), int(new.group(2)), int(new.group(3) or 0)
-    if major < 3:
-        return ModelTraits(default_max_tokens=4096, thinking="none")
-    if major == 3:
-        if minor >= 7:
-            return ModelTraits(default_max_tokens=64000, thinking="budget")
-        return ModelTraits(default_max_tokens=8192 if minor == 5 else 4096, thinking="none")
+    """Defaults for ``model`` (see the module docstring for the table).
+
+    ``default_max_tokens`` is the output cap :func:`~lash.providers.models.model_capabilities`
+    publishes for the model.
+    """
+    caps = model_capabilities("anthropic", model)
+    default = caps.max_output_tokens if caps.known else _UNKNOWN_MAX_TOKENS
+    version = claude_version(model)
+    if version is None or not caps.reasoning_variants:
+        return ModelTraits(default, "none")
+    family, major, minor = version
     base = ("low", "medium", "high")
-    if major == 4:
-        if family == "opus" and minor == 7:
-            return ModelTraits(64000, "adaptive", (*base, "xhigh"))
-        if family == "opus" and minor == 6:
-            return ModelTraits(64000, "adaptive", (*base, "max"))
-        if family == "sonnet" and minor == 6:
-            return ModelTraits(64000, "adaptive", base)
-        if family == "opus" and minor < 5:
-            return ModelTraits(32000, "budget")
-        return ModelTraits(64000, "budget")
-    return ModelTraits(64000, "adaptive", base)
+    if major == 4 and family == "opus" and minor == 7:
+        return ModelTraits(default, "adaptive", (*base, "xhigh"))
+    if major == 4 and family == "opus" and minor == 6:
+        return ModelTraits(default, "adaptive", (*base, "max"))
+    if major == 4 and family == "sonnet" and minor == 6:
+        return ModelTraits(default, "adaptive", base)
+    if major >= 5:
+        return ModelTraits(default, "adaptive", base)
+    return ModelTraits(default, "budget")
 
 
 def _effort(variant: str, traits: ModelTraits) -> str:
@@ -221,10 +201,10 @@ def _thinking(
     if variant is None:
         return None, None
     variant = variant.strip().lower()
-    if variant not in _VARIANTS:
+    if variant not in REASONING_VARIANTS:
         raise validation_error(
             f"unknown model variant {request.model_variant!r} for {model!r} "
-            f"(expected one of: {', '.join(_VARIANTS)})"
+            f"(expected one of: {', '.join(REASONING_VARIANTS)})"
         )
     if variant == "none" or request.tool_choice is ToolChoice.REQUIRED:
         return None, None
@@ -565,7 +545,6 @@ class _Assembly:
     message_id: str | None = None
     blocks: dict[int, _Block] = field(default_factory=dict)
     stop_reason: str | None = None
-    stop_sequence: str | None = None
     stop_details: Any = None
     raw_usage: dict[str, Any] | None = None
     done: bool = False
@@ -580,9 +559,6 @@ class _Assembly:
         reason = source.get("stop_reason")
         if isinstance(reason, str):
             self.stop_reason = reason
-        sequence = source.get("stop_sequence")
-        if isinstance(sequence, str):
-            self.stop_sequence = sequence
         if source.get("stop_details") is not None:
             self.stop_details = source["stop_details"]
 
@@ -782,12 +758,7 @@ class AnthropicProvider(HttpProvider):
 
     def headers(self, body: Mapping[str, Any], *, stream: bool) -> dict[str, str]:
         """The request headers for ``body`` (the key is included; never log them)."""
-        headers = {
-            "x-api-key": self._api_key,
-            "anthropic-version": ANTHROPIC_VERSION,
-            "content-type": "application/json",
-            "accept": "text/event-stream" if stream else "application/json",
-        }
+        auth = {"x-api-key": self._api_key, "anthropic-version": ANTHROPIC_VERSION}
         betas = list(self.betas)
         thinking = body.get("thinking")
         if (
@@ -799,9 +770,8 @@ class AnthropicProvider(HttpProvider):
         ):
             betas.append(INTERLEAVED_THINKING_BETA)
         if betas:
-            headers["anthropic-beta"] = ",".join(betas)
-        headers.update(self._extra_headers)
-        return headers
+            auth["anthropic-beta"] = ",".join(betas)
+        return self._json_headers(auth, event_stream=stream)
 
     async def complete(
         self, request: LlmRequest, on_event: StreamCallback | None = None
@@ -833,12 +803,6 @@ class AnthropicProvider(HttpProvider):
         verdict = classify_failure(
             status=status, code=vendor_type, message=body.message, raw=body.text
         )
-        if (
-            not verdict.retryable
-            and status >= 500
-            and (status == 529 or vendor_type in _RETRYABLE_ERROR_TYPES)
-        ):
-            verdict = Classification(FailureKind.SERVER_ERROR, True, verdict.terminal_reason)
         where = f" (request {request_id})" if request_id else ""
         return self._status_error(response, body, verdict, vendor_type, where=where)
 
@@ -854,17 +818,9 @@ class AnthropicProvider(HttpProvider):
             f"{label}: error in stream{tag}: {message}", verdict, raw=json.dumps(error)[:4000]
         )
 
-    async def _parse_buffered(
+    async def _parse_json(
         self, raw: bytes, on_event: StreamCallback | None, label: str
     ) -> LlmResponse:
-        stripped = raw.lstrip()
-        if stripped.startswith((b"event:", b"data:")) or b"\ndata:" in raw:
-            assembly = _Assembly()
-            for event in self._sse_events(raw, label):
-                await self._apply_event(assembly, event, on_event, label)
-            if not assembly.done and assembly.stop_reason is None:
-                raise self._truncated(label)
-            return assembly.response()
         try:
             payload = json.loads(raw)
         except ValueError as exc:
@@ -876,45 +832,26 @@ class AnthropicProvider(HttpProvider):
         except ValueError as exc:
             raise self._malformed(label, str(exc)) from None
         response = assembly.response()
-        if on_event is not None:
-            item = assembly.message_id
-            for part in response.parts:
-                if isinstance(part, ReasoningOutput) and part.text and self.expose_thinking:
-                    await on_event(ReasoningDeltaEvent(text=part.text, item_id=item))
-                elif isinstance(part, TextOutput):
-                    await on_event(TextDeltaEvent(text=part.text, item_id=item))
-            await on_event(UsageEvent(usage=response.usage))
+        await self._replay_events(
+            response,
+            on_event,
+            item_id=lambda part: assembly.message_id,
+            reasoning=self.expose_thinking,
+        )
         return response
 
-    async def _read_stream(
-        self, response: httpx.Response, on_event: StreamCallback | None, label: str
-    ) -> LlmResponse:
-        decoder = SseDecoder()
+    def _event_sink(self, on_event: StreamCallback | None, label: str) -> EventSink:
         assembly = _Assembly()
-        try:
-            async for chunk in self._read_chunks(response, label):
-                for event in decoder.feed(chunk):
-                    await self._apply_event(assembly, event, on_event, label)
-                if assembly.done:
-                    break
-            tail = [] if assembly.done else decoder.close()
-        except SseError as exc:
-            raise self._malformed(label, str(exc)) from None
-        for event in tail:
-            try:
-                await self._apply_event(assembly, event, on_event, label)
-            except ProviderCallError:
-                if assembly.done or assembly.stop_reason is not None:
-                    raise
-                raise self._truncated(label) from None
-        if not assembly.done and assembly.stop_reason is None:
-            raise self._truncated(label)
-        return assembly.response()
 
-    async def _usage(self, assembly: _Assembly, raw: Any, on_event: StreamCallback | None) -> None:
-        usage = assembly.add_usage(raw)
-        if usage is not None and on_event is not None:
-            await on_event(UsageEvent(usage=usage))
+        async def apply(event: SseEvent) -> None:
+            await self._apply_event(assembly, event, on_event, label)
+
+        return EventSink(
+            apply=apply,
+            ended=lambda: assembly.done,
+            complete=lambda: assembly.done or assembly.stop_reason is not None,
+            response=assembly.response,
+        )
 
     async def _apply_event(
         self,
@@ -940,7 +877,7 @@ class AnthropicProvider(HttpProvider):
                 assembly.message_id = message["id"]
             assembly.set_stop(message)
             if isinstance(message.get("usage"), dict):
-                await self._usage(assembly, message["usage"], on_event)
+                await emit_usage(on_event, assembly.add_usage(message["usage"]))
         elif kind == "content_block_start":
             index = payload.get("index")
             meta = payload.get("content_block")
@@ -965,7 +902,7 @@ class AnthropicProvider(HttpProvider):
             if isinstance(delta, dict):
                 assembly.set_stop(delta)
             if isinstance(payload.get("usage"), dict):
-                await self._usage(assembly, payload["usage"], on_event)
+                await emit_usage(on_event, assembly.add_usage(payload["usage"]))
         elif kind == "message_stop":
             assembly.done = True
         # ping, content_block_stop and event types added later carry nothing to keep.
@@ -1025,9 +962,4 @@ class AnthropicProvider(HttpProvider):
 
 def anthropic_from_env(*, env: Mapping[str, str] | None = None, **kwargs: Any) -> AnthropicProvider:
     """An Anthropic provider configured from ``ANTHROPIC_API_KEY`` / ``ANTHROPIC_BASE_URL``."""
-    source = os.environ if env is None else env
-    key = (source.get("ANTHROPIC_API_KEY") or "").strip()
-    if not key:
-        raise ValueError("ANTHROPIC_API_KEY is not set")
-    base_url = (source.get("ANTHROPIC_BASE_URL") or "").strip() or ANTHROPIC_BASE_URL
-    return AnthropicProvider(api_key=key, base_url=base_url, **kwargs)
+    return AnthropicProvider(**provider_settings("anthropic", env), **kwargs)

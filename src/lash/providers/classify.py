@@ -80,7 +80,9 @@ _RATE_LIMIT_WORDING = (
 _HARD_QUOTA = ("insufficient_quota", "usage_limit_reached", "usage_not_included")
 _CONTENT_FILTER = ("content_filter", "prohibited_content", "safety", "sensitive")
 _UNSUPPORTED = ("model_not_found", "unsupported model", "does not exist")
-_STREAM_RETRYABLE_CODES = frozenset(
+# Vendor codes for a busy or failing server: worth another try when they come
+# with a 5xx status or in an error event inside a 200 stream.
+_RETRYABLE_CODES = frozenset(
     {
         "server_error",
         "internal_server_error",
@@ -113,7 +115,9 @@ def classify_failure(
 
     ``transport``/``timeout`` mark failures without an HTTP status (connection
     reset, stalled stream); ``in_stream`` marks an error event inside a 200 stream,
-    retryable only for the overload/server codes vendors use for that.
+    retryable only for the overload/server codes vendors use for that. A 5xx
+    status outside the standard retryable set (e.g. 501) is retried only with
+    one of those codes (``overloaded_error``, ``api_error``...).
     """
     text = " ".join(x for x in (code, message, raw) if x).lower()
     if _has(text, _CONTEXT_OVERFLOW) and not _has(text, _RATE_LIMIT_WORDING):
@@ -139,7 +143,8 @@ def classify_failure(
         if status == 404:
             return Classification(FailureKind.NOT_FOUND, False)
         if status >= 500 and not in_stream:
-            return Classification(FailureKind.SERVER_ERROR, False)
+            retryable = (code or "").lower() in _RETRYABLE_CODES
+            return Classification(FailureKind.SERVER_ERROR, retryable)
         if not in_stream:
             return Classification(FailureKind.HTTP_ERROR, False)
     if timeout:
@@ -147,7 +152,7 @@ def classify_failure(
     if transport:
         return Classification(FailureKind.TRANSPORT, True)
     if in_stream:
-        retryable = (code or "").lower() in _STREAM_RETRYABLE_CODES or (
+        retryable = (code or "").lower() in _RETRYABLE_CODES or (
             status is not None and (status == 429 or status >= 500)
         )
         return Classification(FailureKind.STREAM_ERROR, retryable)

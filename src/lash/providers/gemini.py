@@ -44,7 +44,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -76,6 +75,7 @@ from ..kernel.llm import (
     ToolChoice,
     ToolResultBlock,
 )
+from ._env import GEMINI_BASE_URL, provider_settings
 from ._http_provider import (
     AttachmentResolver,
     ErrorBody,
@@ -108,7 +108,6 @@ __all__ = [
     "usage_from_gemini",
 ]
 
-GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 SKIP_SIGNATURE_SENTINEL = "skip_thought_signature_validator"
 """Google's documented placeholder for a function call that has no thought signature."""
 
@@ -617,7 +616,6 @@ class _Assembly:
     response_id: str | None = None
     usage: LlmUsage | None = None
     raw_usage: Any = None
-    payloads: int = 0
 
     @property
     def terminal_seen(self) -> bool:
@@ -629,7 +627,6 @@ class _Assembly:
             raise ValueError(f"response element is not a JSON object: {str(payload)[:200]!r}")
         if payload.get("error") is not None:
             raise _InStreamError(payload["error"])
-        self.payloads += 1
         events: list[StreamEvent] = []
         if isinstance(payload.get("responseId"), str) and self.response_id is None:
             self.response_id = payload["responseId"]
@@ -1306,11 +1303,4 @@ def gemini_from_env(env: Mapping[str, str] | None = None, **kwargs: Any) -> Gemi
     The key is ``GEMINI_API_KEY``, else ``GOOGLE_API_KEY``; ``GEMINI_BASE_URL``
     overrides the public endpoint.
     """
-    source = os.environ if env is None else env
-    key = (source.get("GEMINI_API_KEY") or "").strip() or (
-        source.get("GOOGLE_API_KEY") or ""
-    ).strip()
-    if not key:
-        raise ValueError("GEMINI_API_KEY (or GOOGLE_API_KEY) is not set")
-    base_url = (source.get("GEMINI_BASE_URL") or "").strip() or GEMINI_BASE_URL
-    return GeminiProvider(api_key=key, base_url=base_url, **kwargs)
+    return GeminiProvider(**provider_settings("gemini", env), **kwargs)

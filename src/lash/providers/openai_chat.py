@@ -10,7 +10,6 @@ includes cached tokens, ``output_tokens`` excludes reasoning tokens.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,32 +36,35 @@ from ..kernel.llm import (
     ToolCallOutput,
     ToolResultBlock,
 )
+from ._env import OPENAI_BASE_URL, provider_settings
 from ._http_provider import (
     IMAGE_MIMES,
     AttachmentResolver,
     ErrorBody,
+    EventSink,
     HttpProvider,
     attached_image,
     data_url,
+    emit_usage,
     image_mime,
     merge_usage,
     token_count,
+    variant_effort,
 )
-from .base import ReasoningDeltaEvent, StreamCallback, TextDeltaEvent, UsageEvent
+from .base import ReasoningDeltaEvent, StreamCallback, TextDeltaEvent
 from .classify import Classification, classify_failure
 from .http import ProviderCallError, Timeouts
-from .sse import SseDecoder, SseError, SseEvent
+from .sse import SseEvent
 
 __all__ = [
     "OPENAI_BASE_URL",
     "AttachmentResolver",
     "OpenAIChatProvider",
     "build_chat_body",
+    "openai_from_env",
     "parse_chat_completion",
     "usage_from_openai",
 ]
-
-OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 _FINISH = {
     "stop": TerminalReason.STOP,
@@ -101,7 +103,11 @@ def build_chat_body(
     stream: bool,
     max_tokens_field: str = "max_completion_tokens",
 ) -> dict[str, Any]:
-    """The Chat Completions JSON body for ``request`` (``images`` maps id → bytes)."""
+    """The Chat Completions JSON body for ``request`` (``images`` maps id → bytes).
+
+    ``request.model_variant`` (one of :data:`~lash.providers.models.REASONING_VARIANTS`)
+    is sent as ``reasoning_effort``.
+    """
     messages: list[dict[str, Any]] = []
     for message in request.messages:
         parts: list[dict[str, Any]] = []
@@ -151,6 +157,9 @@ def build_chat_body(
     body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
     if stream:
         body["stream_options"] = {"include_usage": True}
+    effort = variant_effort(request, "OpenAI Chat Completions")
+    if effort is not None:
+        body["reasoning_effort"] = effort
     if request.generation.output_token_cap is not None:
         body[max_tokens_field] = request.generation.output_token_cap
     if request.tools:
@@ -420,50 +429,28 @@ class OpenAIChatProvider(HttpProvider):
         verdict, tag = _openai_error_verdict(response.status_code, body)
         return self._status_error(response, body, verdict, tag)
 
-    async def _parse_buffered(
+    async def _parse_json(
         self, raw: bytes, on_event: StreamCallback | None, label: str
     ) -> LlmResponse:
-        stripped = raw.lstrip()
-        if stripped.startswith(b"data:") or b"\ndata:" in raw:
-            assembly = _Assembly()
-            for event in self._sse_events(raw, label, flush=False):
-                await self._apply_event(assembly, event, on_event, label)
-            return assembly.response()
         try:
-            payload = json.loads(raw)
-            response = parse_chat_completion(payload)
+            response = parse_chat_completion(json.loads(raw))
         except ValueError as exc:
             raise self._malformed(label, f"{exc} in {raw[:200]!r}") from None
-        if on_event is not None:
-            if response.full_text:
-                await on_event(TextDeltaEvent(text=response.full_text))
-            await on_event(UsageEvent(usage=response.usage))
+        await self._replay_events(response, on_event)
         return response
 
-    async def _read_stream(
-        self, response: httpx.Response, on_event: StreamCallback | None, label: str
-    ) -> LlmResponse:
-        decoder = SseDecoder()
+    def _event_sink(self, on_event: StreamCallback | None, label: str) -> EventSink:
         assembly = _Assembly()
-        try:
-            async for chunk in self._read_chunks(response, label):
-                for event in decoder.feed(chunk):
-                    await self._apply_event(assembly, event, on_event, label)
-                if assembly.done:
-                    break
-            tail = decoder.close()
-        except SseError as exc:
-            raise self._malformed(label, str(exc)) from None
-        for event in tail:
-            try:
-                await self._apply_event(assembly, event, on_event, label)
-            except ProviderCallError:
-                if assembly.done or assembly.finish is not None:
-                    raise
-                raise self._truncated(label) from None
-        if not assembly.done and assembly.finish is None:
-            raise self._truncated(label)
-        return assembly.response()
+
+        async def apply(event: SseEvent) -> None:
+            await self._apply_event(assembly, event, on_event, label)
+
+        return EventSink(
+            apply=apply,
+            ended=lambda: assembly.done,
+            complete=lambda: assembly.done or assembly.finish is not None,
+            response=assembly.response,
+        )
 
     async def _apply_event(
         self,
@@ -495,16 +482,9 @@ class OpenAIChatProvider(HttpProvider):
             if isinstance(finish, str):
                 assembly.finish = finish
             if isinstance(choice.get("usage"), dict):
-                await self._usage(assembly, choice["usage"], on_event)
+                await emit_usage(on_event, assembly.add_usage(choice["usage"]))
         if isinstance(chunk.get("usage"), dict):
-            await self._usage(assembly, chunk["usage"], on_event)
-
-    async def _usage(
-        self, assembly: _Assembly, raw: dict[str, Any], on_event: StreamCallback | None
-    ) -> None:
-        usage = assembly.add_usage(raw)
-        if usage is not None and on_event is not None:
-            await on_event(UsageEvent(usage=usage))
+            await emit_usage(on_event, assembly.add_usage(chunk["usage"]))
 
     async def _apply_delta(
         self, assembly: _Assembly, delta: dict[str, Any], on_event: StreamCallback | None
@@ -556,10 +536,4 @@ class OpenAIChatProvider(HttpProvider):
 
 def openai_from_env(*, env: dict[str, str] | None = None, **kwargs: Any) -> OpenAIChatProvider:
     """An OpenAI provider configured from ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``."""
-    source = os.environ if env is None else env
-    key = source.get("OPENAI_API_KEY")
-    if not key:
-        raise ValueError("OPENAI_API_KEY is not set")
-    return OpenAIChatProvider(
-        api_key=key, base_url=source.get("OPENAI_BASE_URL") or OPENAI_BASE_URL, **kwargs
-    )
+    return OpenAIChatProvider(**provider_settings("openai", env), **kwargs)

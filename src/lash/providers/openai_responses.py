@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -50,22 +49,26 @@ from ..kernel.llm import (
     ToolCallOutput,
     ToolResultBlock,
 )
+from ._env import OPENAI_BASE_URL, provider_settings
 from ._http_provider import (
     IMAGE_MIMES,
     AttachmentResolver,
     ErrorBody,
+    EventSink,
     HttpProvider,
     attached_image,
     data_url,
     image_mime,
     merge_usage,
     validation_error,
+    variant_effort,
 )
 from .base import ReasoningDeltaEvent, StreamCallback, StreamEvent, TextDeltaEvent, UsageEvent
-from .classify import FailureKind, classify_failure
+from .classify import classify_failure
 from .http import ProviderCallError, Timeouts
-from .openai_chat import OPENAI_BASE_URL, _openai_error_verdict, usage_from_openai
-from .sse import SseDecoder, SseError, SseEvent
+from .models import REASONING_VARIANTS
+from .openai_chat import _openai_error_verdict, usage_from_openai
+from .sse import SseEvent
 
 __all__ = [
     "OPENAI_BASE_URL",
@@ -77,7 +80,7 @@ __all__ = [
     "parse_response",
 ]
 
-REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+REASONING_EFFORTS = REASONING_VARIANTS
 """The ``model_variant`` values this provider maps to ``reasoning.effort``."""
 
 _REASONING_SUMMARIES = ("auto", "concise", "detailed")
@@ -102,19 +105,6 @@ def _image_part(ref: AttachmentRef, data: bytes) -> dict[str, Any]:
 def _is_reasoning_model(model: str) -> bool:
     name = model.rsplit("/", 1)[-1].lower()
     return bool(_REASONING_MODEL.match(name)) and "chat" not in name
-
-
-def _effort(request: LlmRequest, default: str | None) -> str | None:
-    variant = request.model_variant
-    if variant is None:
-        return default
-    effort = variant.strip().lower()
-    if effort not in REASONING_EFFORTS:
-        raise validation_error(
-            f"model variant {variant!r} is not a reasoning effort the OpenAI Responses "
-            f"provider knows (use one of {', '.join(REASONING_EFFORTS)})"
-        )
-    return effort
 
 
 class _InputBuilder:
@@ -302,7 +292,7 @@ def build_responses_body(
         ]
         body["tool_choice"] = request.tool_choice.value
         body["parallel_tool_calls"] = True
-    effort = _effort(request, reasoning_effort)
+    effort = variant_effort(request, "OpenAI Responses", reasoning_effort)
     reasoning: dict[str, Any] = {}
     if effort is not None:
         reasoning["effort"] = effort
@@ -928,63 +918,30 @@ class OpenAIResponsesProvider(HttpProvider):
             f"{label}: {exc.event}{tag}: {exc}", verdict, raw=json.dumps(error)[:4000]
         )
 
-    async def _parse_buffered(
+    async def _parse_json(
         self, raw: bytes, on_event: StreamCallback | None, label: str
     ) -> LlmResponse:
-        head = raw.lstrip()
-        if head.startswith((b"data:", b"event:")) or b"\ndata:" in raw:
-            assembly = _Assembly()
-            for event in self._sse_events(raw, label):
-                await self._apply_event(assembly, event, on_event, label)
-                if assembly.finished:
-                    break
-            if not assembly.finished:
-                raise self._truncated(label)
-            return assembly.response()
         try:
             response = parse_response(json.loads(raw))
         except ResponseFailedError as exc:
             raise self._failed(exc, label) from None
         except ValueError as exc:
             raise self._malformed(label, f"{exc} in {raw[:200]!r}") from None
-        if on_event is not None:
-            for part in response.parts:
-                if isinstance(part, ReasoningOutput) and part.text:
-                    await on_event(ReasoningDeltaEvent(text=part.text, item_id=_replay_id(part)))
-                elif isinstance(part, TextOutput):
-                    item_id = part.response_meta.id if part.response_meta else None
-                    await on_event(TextDeltaEvent(text=part.text, item_id=item_id))
-            await on_event(UsageEvent(usage=response.usage))
+        await self._replay_events(response, on_event, item_id=_part_id)
         return response
 
-    async def _read_stream(
-        self, response: httpx.Response, on_event: StreamCallback | None, label: str
-    ) -> LlmResponse:
-        decoder = SseDecoder()
+    def _event_sink(self, on_event: StreamCallback | None, label: str) -> EventSink:
         assembly = _Assembly()
-        try:
-            async for chunk in self._read_chunks(response, label):
-                for event in decoder.feed(chunk):
-                    await self._apply_event(assembly, event, on_event, label)
-                    if assembly.finished:
-                        break
-                if assembly.finished:
-                    break
-            tail = [] if assembly.finished else decoder.close()
-        except SseError as exc:
-            raise self._malformed(label, str(exc)) from None
-        for event in tail:
-            try:
-                await self._apply_event(assembly, event, on_event, label)
-            except ProviderCallError as exc:
-                if exc.error.code == FailureKind.MALFORMED.value:
-                    raise self._truncated(label) from None  # a half-sent last event
-                raise
-            if assembly.finished:
-                break
-        if not assembly.finished:
-            raise self._truncated(label)
-        return assembly.response()
+
+        async def apply(event: SseEvent) -> None:
+            await self._apply_event(assembly, event, on_event, label)
+
+        return EventSink(
+            apply=apply,
+            ended=lambda: assembly.finished,
+            complete=lambda: assembly.finished,
+            response=assembly.response,
+        )
 
     async def _apply_event(
         self,
@@ -1011,17 +968,17 @@ class OpenAIResponsesProvider(HttpProvider):
                 await on_event(item)
 
 
-def _replay_id(part: ReasoningOutput) -> str | None:
-    return part.replay.item_id if part.replay else None
+def _part_id(part: LlmOutputPart) -> str | None:
+    """The vendor item id a part came from (reasoning: its replay id; text: its message id)."""
+    if isinstance(part, ReasoningOutput):
+        return part.replay.item_id if part.replay else None
+    if isinstance(part, TextOutput):
+        return part.response_meta.id if part.response_meta else None
+    return None
 
 
 def openai_responses_from_env(
     env: Mapping[str, str] | None = None, **kwargs: Any
 ) -> OpenAIResponsesProvider:
     """A Responses provider configured from ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``."""
-    source = os.environ if env is None else env
-    key = (source.get("OPENAI_API_KEY") or "").strip()
-    if not key:
-        raise ValueError("OPENAI_API_KEY is not set")
-    base_url = (source.get("OPENAI_BASE_URL") or "").strip() or OPENAI_BASE_URL
-    return OpenAIResponsesProvider(api_key=key, base_url=base_url, **kwargs)
+    return OpenAIResponsesProvider(**provider_settings("openai-responses", env), **kwargs)

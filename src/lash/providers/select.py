@@ -15,16 +15,16 @@ overrides its base URL:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .anthropic import ANTHROPIC_BASE_URL, AnthropicProvider
-from .gemini import GEMINI_BASE_URL, GeminiProvider
+from ._env import OPENROUTER_BASE_URL, provider_settings
+from .anthropic import AnthropicProvider
+from .gemini import GeminiProvider
 from .http import ProviderHandle, RateLimit, RetryPolicy
 from .models import ModelCapabilities, model_capabilities
-from .openai_chat import OPENAI_BASE_URL, OpenAIChatProvider
+from .openai_chat import OpenAIChatProvider
 from .openai_responses import OpenAIResponsesProvider
 
 __all__ = [
@@ -35,40 +35,17 @@ __all__ = [
     "provider_from_string",
 ]
 
-OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
-
 _Build = Callable[..., object]
 """``build(api_key=..., base_url=..., name=..., **provider_kwargs)`` → provider."""
 
-
-@dataclass(frozen=True, slots=True)
-class _Kind:
-    key_envs: tuple[str, ...]
-    base_url_env: str
-    base_url: str
-    build: _Build
-
-    @property
-    def key_names(self) -> str:
-        first, *rest = self.key_envs
-        return f"{first} (or {', '.join(rest)})" if rest else first
-
-
-_KINDS: dict[str, _Kind] = {
-    "openai": _Kind(("OPENAI_API_KEY",), "OPENAI_BASE_URL", OPENAI_BASE_URL, OpenAIChatProvider),
-    "openrouter": _Kind(
-        ("OPENROUTER_API_KEY",), "OPENROUTER_BASE_URL", OPENROUTER_BASE_URL, OpenAIChatProvider
-    ),
-    "openai-responses": _Kind(
-        ("OPENAI_API_KEY",), "OPENAI_BASE_URL", OPENAI_BASE_URL, OpenAIResponsesProvider
-    ),
-    "anthropic": _Kind(
-        ("ANTHROPIC_API_KEY",), "ANTHROPIC_BASE_URL", ANTHROPIC_BASE_URL, AnthropicProvider
-    ),
-    "gemini": _Kind(
-        ("GEMINI_API_KEY", "GOOGLE_API_KEY"), "GEMINI_BASE_URL", GEMINI_BASE_URL, GeminiProvider
-    ),
+_KINDS: dict[str, _Build] = {
+    "openai": OpenAIChatProvider,
+    "openrouter": OpenAIChatProvider,
+    "openai-responses": OpenAIResponsesProvider,
+    "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
 }
+"""The class each kind builds; where its key and base URL come from is in ``_env``."""
 
 
 def known_kinds() -> tuple[str, ...]:
@@ -120,14 +97,8 @@ def provider_from_string(
     constructor. A missing key raises ``ValueError`` naming the variable to set.
     """
     kind_name, model = parse_provider_string(spec)
-    kind = _KINDS[kind_name]
-    source = os.environ if env is None else env
-    key = next((k for name in kind.key_envs if (k := source.get(name, "").strip())), "")
-    if not key:
-        raise ValueError(f"{kind.key_names} is not set (needed for provider {kind_name!r})")
-    base_url = source.get(kind.base_url_env, "").strip() or kind.base_url
     options: dict[str, Any] = {"name": kind_name, **provider_kwargs}
-    inner = kind.build(api_key=key, base_url=base_url, **options)
+    inner = _KINDS[kind_name](**provider_settings(kind_name, env), **options)
     handle = ProviderHandle(
         inner, retry=retry, max_concurrency=max_concurrency, rate_limit=rate_limit
     )

@@ -60,16 +60,6 @@ class SseDecoder:
         self._closed = False
         self._max_pending = max_pending_bytes
 
-    @property
-    def last_event_id(self) -> str | None:
-        """The last ``id:`` seen (what a reconnect would send as ``Last-Event-ID``)."""
-        return self._last_id
-
-    @property
-    def has_pending(self) -> bool:
-        """True when bytes or fields are buffered that no event has dispatched yet."""
-        return bool(self._pending) or self._has_data
-
     def feed(self, chunk: bytes) -> list[SseEvent]:
         """Add ``chunk`` and return every event it completes."""
         if self._closed:

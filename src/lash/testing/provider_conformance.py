@@ -1474,13 +1474,11 @@ def check_events(
             sum(1 for d in deltas if d) >= 2,
             f"{at}: text sent in {len(item.text)} chunks arrived as {deltas!r}, not incrementally",
         )
-    thoughts = [e.text for e in events if isinstance(e, ReasoningDeltaEvent)]
-    if thoughts:
-        _expect(
-            "".join(thoughts) == item.reasoning_text,
-            f"{at}: reasoning deltas assemble to {''.join(thoughts)!r}, expected "
-            f"{item.reasoning_text!r}",
-        )
+    thoughts = "".join(e.text for e in events if isinstance(e, ReasoningDeltaEvent))
+    _expect(
+        thoughts == item.reasoning_text,
+        f"{at}: reasoning deltas assemble to {thoughts!r}, expected {item.reasoning_text!r}",
+    )
     usage = [e.usage for e in events if isinstance(e, UsageEvent)]
     _expect(bool(usage), f"{at}: the stream reported no usage event")
     _expect(
