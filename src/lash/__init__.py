@@ -32,6 +32,10 @@ _EXPORTS = {
     "Scheduling": "lash.kernel.tools.definition",
     "Session": "lash.core",
     "SessionBusyError": "lash.core",
+    "SessionMeta": "lash.store.base",
+    "SessionRelation": "lash.store.base",
+    "StateError": "lash.runtime.state",
+    "StateKey": "lash.runtime.state",
     "StopReason": "lash.kernel.outcome",
     "Stopped": "lash.kernel.outcome",
     "Tool": "lash.runtime.tools",
@@ -64,6 +68,10 @@ __all__ = [
     "Scheduling",
     "Session",
     "SessionBusyError",
+    "SessionMeta",
+    "SessionRelation",
+    "StateError",
+    "StateKey",
     "StopReason",
     "Stopped",
     "Tool",
@@ -98,7 +106,9 @@ if TYPE_CHECKING:
     from .runtime.cancel import CancelToken
     from .runtime.effects import DurabilityTier, EffectHost, InlineEffectHost
     from .runtime.queue import Delivery
+    from .runtime.state import StateError, StateKey
     from .runtime.tools import Tool, ToolContext, ToolError, tool
+    from .store.base import SessionMeta, SessionRelation
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -62,6 +62,7 @@ from .runtime.queue import (
     turn_input_draft,
     worker_id,
 )
+from .runtime.state import StateKey, StateView, net_changes
 from .runtime.tools import Tool, ToolRegistry
 from .runtime.trace import JsonlTraceSink, Tracer, TraceSink
 from .runtime.turn import TurnRunner
@@ -69,16 +70,21 @@ from .store.base import (
     GraphError,
     GraphNode,
     RuntimeCommit,
+    SessionMeta,
+    SessionRelation,
     SessionStore,
     StoredSession,
     TurnRecord,
     TurnStamp,
     UsageRow,
+    check_text,
     commit_hash,
 )
 from .store.graph import SessionGraph
 from .store.memory import MemoryStore
 from .store.queue import QueueClaim, QueuedBatch
+
+T = TypeVar("T")
 
 _STREAM_BUFFER = 64
 
@@ -475,6 +481,11 @@ class LashCore(AsyncClosing):
         if self._built_trace is not None:
             self._built_trace.close()
 
+    async def sessions(self, *, limit: int | None = None) -> tuple[SessionMeta, ...]:
+        """Metadata of the store's sessions, oldest first (a session gets its row on
+        its first commit)."""
+        return await self.store.list_sessions(limit=limit)
+
     def session(self, session_id: str) -> SessionContext:
         """Open (or resume) a session: ``async with core.session("chat-1") as session``."""
         if not isinstance(session_id, str) or not session_id.strip():
@@ -520,6 +531,7 @@ class Session:
         iteration: int = 0,
         usage: Iterable[UsageRow] = (),
         frame_id: str | None = None,
+        state: Mapping[str, bytes] | None = None,
     ) -> None:
         self.core = core
         self._frame_id = frame_id
@@ -529,6 +541,9 @@ class Session:
         self._turn_index = turn_index
         self._iteration = iteration
         self._usage: dict[tuple[str, str], LlmUsage] = {(r.source, r.model): r.usage for r in usage}
+        self._state: dict[str, bytes] = dict(state or {})
+        self._relation: SessionRelation | None = None
+        """Where this session came from, written with its first commit."""
         self._busy = False
         self._closed = False
         self._render_cache = RenderCache()
@@ -559,6 +574,7 @@ class Session:
         self._iteration = stored.iteration
         self._usage = {(r.source, r.model): r.usage for r in stored.usage}
         self._frame_id = stored.frame_id
+        self._state = dict(stored.state)
         return stored
 
     async def _committed_turn(self, turn_id: str) -> TurnResult | None:
@@ -632,11 +648,14 @@ class Session:
     async def fork(self, new_session_id: str, *, at: str | None = None) -> str:
         """Copy the active path (up to node ``at``, default the leaf) into a new session.
 
-        The new session starts with those messages, this session's turn counters
-        and agent frame, and no usage; open it with ``core.session(new_session_id)``.
-        Returns its id. An existing ``new_session_id`` is a ``HeadRevisionConflict``.
+        The new session starts with those messages, this session's turn counters,
+        agent frame and state, and no usage; its metadata names this session as
+        its parent. Open it with ``core.session(new_session_id)``. Returns its
+        id. An existing ``new_session_id`` is a ``HeadRevisionConflict``.
         """
-        graph = await self.graph()
+        stored = await self.core.store.load(self.id)
+        graph = stored.graph if stored is not None else SessionGraph((), None)
+        stored_state = stored.state if stored is not None else {}
         if at is None:
             path = graph.active_path
         elif at not in graph:
@@ -647,6 +666,7 @@ class Session:
             GraphNode(message=m, parent_id=path[i - 1].id if i else None)
             for i, m in enumerate(path)
         )
+        node = path[-1].id if path else None
         await self.core.store.commit(
             RuntimeCommit(
                 session_id=new_session_id,
@@ -655,6 +675,11 @@ class Session:
                 iteration=self._iteration,
                 frame_id=self._frame_id,
                 replace_graph=nodes,
+                state=dict(stored_state),
+                meta=self._new_meta(
+                    SessionRelation(kind="fork", parent_session_id=self.id, node_id=node),
+                    session_id=new_session_id,
+                ),
             )
         )
         return new_session_id
@@ -666,6 +691,75 @@ class Session:
     async def vacuum(self) -> int:
         """Delete tombstoned nodes for good; returns how many this call removed."""
         return await self.core.store.vacuum(self.id)
+
+    # ------------------------------------------------------------ state and metadata
+
+    def get_state(self, key: StateKey[T]) -> T:
+        """The committed value of a session-state slot, or the key's default while unset."""
+        return StateView(self._state).get(key)
+
+    async def set_state(self, key: StateKey[T], value: T) -> None:
+        """Set a session-state slot now, in a commit of its own.
+
+        ``StateError`` if ``value`` does not fit the key's type (nothing is
+        written); ``SessionBusyError`` while a turn runs (a turn's hooks and
+        tools write state through their contexts instead).
+        """
+        await self._commit_state({key.name: key.encode(value)})
+
+    async def delete_state(self, key: StateKey[Any]) -> None:
+        """Unset a session-state slot now, in a commit of its own (a no-op when unset)."""
+        if key.name in self._state:
+            await self._commit_state({key.name: None})
+
+    async def _commit_state(self, changes: dict[str, bytes | None]) -> None:
+        self._claim()
+        try:
+            changes = net_changes(self._state, changes)
+            if not changes:
+                return
+            result = await self.core.store.commit(
+                RuntimeCommit(
+                    session_id=self.id,
+                    expected_revision=self._revision,
+                    turn_index=self._turn_index,
+                    iteration=self._iteration,
+                    frame_id=self._frame_id,
+                    state=changes,
+                    meta=self._new_meta(self._relation) if self._revision is None else None,
+                )
+            )
+            self._record((), self._turn_index, self._iteration, (), result.revision, changes)
+        finally:
+            self._busy = False
+
+    def _new_meta(
+        self,
+        relation: SessionRelation | None,
+        *,
+        session_id: str | None = None,
+        model: str | None = None,
+    ) -> SessionMeta:
+        """The metadata row a session's first commit writes (kept if one exists)."""
+        return SessionMeta(
+            session_id=session_id or self.id,
+            created_at_ms=int(time.time() * 1000),
+            model=model or self.core.model,
+            relation=relation,
+        )
+
+    async def meta(self) -> SessionMeta | None:
+        """The session's metadata row (None until its first commit or ``rename``)."""
+        return await self.core.store.load_session_meta(self.id)
+
+    async def rename(self, name: str | None) -> SessionMeta:
+        """Set (or with None, clear) the session's display name; returns the stored row."""
+        if name is not None:
+            check_text("session name", name)
+        current = await self.core.store.load_session_meta(self.id)
+        if current is None:
+            current = self._new_meta(self._relation)
+        return await self.core.store.save_session_meta(msgspec.structs.replace(current, name=name))
 
     @property
     def messages(self) -> tuple[Message, ...]:
@@ -753,9 +847,12 @@ class Session:
             )
         turn_index = self._turn_index + 1
         enqueued: list[Message] = []
+        hook_state = StateView(self._state)
         hooks = core.plugins.parts.before_turn_hooks
         if hooks:
-            stop = await self._before_turn(hooks, turn_id, turn_index, turn_input.text, enqueued)
+            stop = await self._before_turn(
+                hooks, turn_id, turn_index, turn_input.text, enqueued, hook_state
+            )
             if stop is not None:
                 return stop
         # Images are stored only once nothing can end the turn before it starts.
@@ -793,6 +890,8 @@ class Session:
             queue=claims,
             spawn=self._spawn_child,
             frames=core.frame_ids,
+            state=self._state,
+            state_changes=hook_state.writes(),
         )
         if guard is not None:
             guard.cancellable = True
@@ -818,6 +917,7 @@ class Session:
             next_frame = frame_id
             if isinstance(done.outcome, AgentFrameSwitch):
                 next_frame = done.outcome.frame_id
+            state = net_changes(self._state, runner.state_changes)
             commit = RuntimeCommit(
                 session_id=self.id,
                 expected_revision=self._revision,
@@ -828,6 +928,10 @@ class Session:
                 frame_id=next_frame,
                 record=TurnRecord(outcome=done.outcome, usage=done.usage),
                 completed_claims=completed,
+                state=state,
+                meta=self._new_meta(self._relation, model=config.model)
+                if self._revision is None
+                else None,
             )
             refs = [p.attachment for m in committed for p in m.parts if p.attachment is not None]
             if refs:
@@ -844,7 +948,9 @@ class Session:
                 # bookkeeping so this session stays in step with the store, then give up.
                 result = await landing
                 landed = True
-                self._record(committed, turn_index, commit.iteration, usage_rows, result.revision)
+                self._record(
+                    committed, turn_index, commit.iteration, usage_rows, result.revision, state
+                )
                 self._frame_id = next_frame
                 raise
         except BaseException:
@@ -856,7 +962,12 @@ class Session:
             # The store already held this turn's commit, so these claims were not
             # consumed: give the input back for a turn that will really land.
             await claims.release(confirmed=True)
-        self._record(committed, turn_index, commit.iteration, usage_rows, result.revision)
+        if result.replayed:
+            await self._refresh()  # the stored turn, not this run, is what the session holds
+        else:
+            self._record(
+                committed, turn_index, commit.iteration, usage_rows, result.revision, state
+            )
         self._frame_id = next_frame
         outcome = done.outcome
         turn_result = TurnResult(
@@ -894,9 +1005,15 @@ class Session:
         iteration: int,
         usage_rows: tuple[UsageRow, ...],
         revision: int,
+        state: Mapping[str, bytes | None],
     ) -> None:
         """Apply a landed commit to this session's view of the store."""
         self._history.extend(committed)
+        for name, value in state.items():
+            if value is None:
+                self._state.pop(name, None)
+            else:
+                self._state[name] = value
         self._revision = revision
         self._turn_index = turn_index
         self._iteration = iteration
@@ -905,9 +1022,12 @@ class Session:
             prior = self._usage.get(key)
             self._usage[key] = row.usage if prior is None else prior + row.usage
 
-    async def _spawn_child(self, child_id: str, turn_id: str, text: str) -> TurnResult:
+    async def _spawn_child(
+        self, child_id: str, turn_id: str, text: str, relation: SessionRelation
+    ) -> TurnResult:
         """Run one turn of a child session (same core and store); replays are idempotent."""
         child = await Session.open(self.core, child_id)
+        child._relation = relation
         return await child.run(text, turn_id=turn_id)
 
     async def _before_turn(
@@ -917,6 +1037,7 @@ class Session:
         turn_index: int,
         text: str,
         inputs: list[Message],
+        state: StateView,
     ) -> TurnResult | None:
         """Run before-turn hooks; a result means the turn ends here, uncommitted."""
         ctx = TurnHookContext(
@@ -925,6 +1046,7 @@ class Session:
             turn_index=turn_index,
             input=text,
             history=tuple(self._history),
+            state=state,
         )
         for pid, hook in hooks:
             try:

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crash_support import CrashChild, KillingController, png
+from crash_support import CrashChild, KillingController, png, record_step, stored_steps
 
-from lash import Image, LashCore, TurnInput, tool
+from lash import Image, LashCore, ToolContext, TurnInput, tool
 from lash.hosts import SqliteJournalHost
 from lash.kernel.codec import to_builtins
 from lash.runtime.effects import DurabilityTier, EffectController, EffectHost, TurnScope
@@ -43,7 +43,7 @@ def journaled(suffix: str) -> bool:
 
 
 @tool
-async def step(x: int) -> int:
+async def step(x: int, ctx: ToolContext) -> int:
     """One scripted side effect."""
     call = f"c{x}"
     if CHILD.kill_at == "tool:c4" and call == "c4":
@@ -51,6 +51,7 @@ async def step(x: int) -> int:
         while not journaled(":c3") and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
     CHILD.reached(f"tool:{call}")
+    await record_step(ctx, x)
     return x * 10
 
 
@@ -104,6 +105,7 @@ async def main() -> None:
                 "revision": stored.revision,
                 "turn_index": stored.turn_index,
                 "messages": to_builtins(stored.messages),
+                "steps": stored_steps(stored.state),
             }
         )
     )

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lash import StateKey, ToolContext
 from lash.kernel.llm import LlmRequest, ToolResultBlock
 from lash.runtime.effects import (
     DurabilityTier,
@@ -39,6 +40,11 @@ from lash.runtime.effects import (
 )
 from lash.store.sqlite import SqliteStore
 from lash.testing import Reply, ToolCall
+
+STEPS = StateKey("crash.steps", list[int], default_factory=list)
+"""Session state every ``step`` call appends its argument to (read-modify-write)."""
+ALL_STEPS = [1, 2, 3, 4]
+"""The state an uninterrupted turn commits: calls in the model's order."""
 
 KILL_ENV = "LASH_TEST_KILL_AT"
 ALL_TAGS = ["llm:1", "tool:c1", "tool:c2", "llm:2", "tool:c3", "tool:c4", "llm:3"]
@@ -87,6 +93,17 @@ def final_text(messages: list[dict[str, Any]]) -> str:
 
 
 # ---------------------------------------------------------------- the child side
+
+
+async def record_step(ctx: ToolContext, x: int) -> None:
+    """Append ``x`` to the session's ``STEPS`` (reads wait for the calls before this one)."""
+    ctx.state.set(STEPS, [*await ctx.state.get(STEPS), x])
+
+
+def stored_steps(state: dict[str, bytes]) -> list[int] | None:
+    """The ``STEPS`` a loaded session holds (None while unset)."""
+    data = state.get(STEPS.name)
+    return None if data is None else STEPS.decode(data)
 
 
 def png() -> bytes:

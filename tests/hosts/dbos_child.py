@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from crash_support import CrashChild, KillingController, png
+from crash_support import CrashChild, KillingController, png, record_step, stored_steps
 from dbos import DBOS
 
-from lash import Image, LashCore, TurnInput, tool
+from lash import Image, LashCore, ToolContext, TurnInput, tool
 from lash.hosts.dbos import DbosEffectHost, DbosTurnRunner, dbos_sqlite_config
 from lash.kernel.codec import to_builtins
 from lash.runtime.effects import EffectController, TurnScope
@@ -47,7 +47,7 @@ async def checkpointed(suffix: str) -> bool:
 
 
 @tool
-async def step(x: int) -> int:
+async def step(x: int, ctx: ToolContext) -> int:
     """One scripted side effect."""
     call = f"c{x}"
     if CHILD.kill_at == "tool:c4" and call == "c4":
@@ -55,6 +55,7 @@ async def step(x: int) -> int:
         while not await checkpointed(":c3") and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
     CHILD.reached(f"tool:{call}")
+    await record_step(ctx, x)
     return x * 10
 
 
@@ -98,6 +99,7 @@ async def main() -> None:
                 "revision": stored.revision,
                 "turn_index": stored.turn_index,
                 "messages": to_builtins(stored.messages),
+                "steps": stored_steps(stored.state),
             }
         )
     )

@@ -23,11 +23,11 @@ import os
 import sys
 from pathlib import Path
 
-from crash_support import CrashChild, KillingController
+from crash_support import CrashChild, KillingController, record_step
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from lash import LashCore, tool
+from lash import LashCore, ToolContext, tool
 from lash.hosts.restate import LashRestateService, RestateEffectHost
 from lash.kernel.llm import LlmRequest, ToolResultBlock
 from lash.kernel.tools.definition import SafeRetry
@@ -46,12 +46,13 @@ c3_journaled = asyncio.Event()
 
 
 @tool
-async def step(x: int) -> int:
+async def step(x: int, ctx: ToolContext) -> int:
     """One scripted side effect."""
     call = f"c{x}"
     if CHILD.kill_at == "tool:c4" and call == "c4":
         await asyncio.wait_for(c3_journaled.wait(), 20)
     CHILD.reached(f"tool:{call}")
+    await record_step(ctx, x)
     return x * 10
 
 

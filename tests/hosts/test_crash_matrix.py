@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crash_support import ALL_TAGS, final_text, log_lines, spawn, tag_of
+from crash_support import ALL_STEPS, ALL_TAGS, final_text, log_lines, spawn, tag_of
 
 CHILD = Path(__file__).with_name("crash_child.py")
 
@@ -105,6 +105,7 @@ def test_a_killed_turn_resumes_without_repeating_completed_effects(
     result = json.loads((tmp_path / "result.json").read_text())
     expected = reference["result"]
     assert result["messages"] == expected["messages"]
+    assert result["steps"] == expected["steps"] == ALL_STEPS  # each tool's state write, once
     assert final_text(result["messages"]) == expected["text"]
     if kill_at != "commit:after":
         assert result["text"] == expected["text"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crash_support import ALL_TAGS, final_text, log_lines, spawn
+from crash_support import ALL_STEPS, ALL_TAGS, final_text, log_lines, spawn
 from crash_support import tag_of as key_tag
 from dbos import DBOSClient
 
@@ -125,6 +125,7 @@ def test_a_killed_turn_workflow_recovers_without_repeating_completed_effects(
     result = json.loads((tmp_path / "result.json").read_text())
     expected = reference["result"]
     assert result["messages"] == expected["messages"]
+    assert result["steps"] == expected["steps"] == ALL_STEPS  # each tool's state write, once
     assert result["text"] == expected["text"] == final_text(result["messages"])
 
     # Exactly one turn commit; every message and the attachment exactly once.

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crash_support import ALL_TAGS, log_lines
+from crash_support import ALL_STEPS, ALL_TAGS, log_lines, stored_steps
 from crash_support import tag_of as key_tag
 from restate_server import (
     RestateServer,
@@ -104,11 +104,17 @@ def store_facts(home: Path) -> dict[str, Any]:
 
 
 def stored_messages(home: Path, session: str) -> list[Any]:
-    async def load() -> list[Any]:
+    return stored_session(home, session)[0]
+
+
+def stored_session(home: Path, session: str) -> tuple[list[Any], list[int] | None]:
+    """The session's committed messages (as plain JSON) and its ``STEPS`` state."""
+
+    async def load() -> tuple[list[Any], list[int] | None]:
         async with SqliteStore(home / "store") as store:
             stored = await store.load(session)
         assert stored is not None
-        return list(to_builtins(stored.messages))
+        return list(to_builtins(stored.messages)), stored_steps(stored.state)
 
     return asyncio.run(load())
 
@@ -296,7 +302,7 @@ def test_a_killed_endpoint_resumes_without_repeating_journaled_steps(
     got = reply.json()
     assert got["session_id"] == session
     assert summary(got) == summary(expected)
-    assert stored_messages(tmp_path, session) == reference["messages"]
+    assert stored_session(tmp_path, session) == (reference["messages"], ALL_STEPS)
 
     # Exactly one turn commit; every message exactly once.
     facts = store_facts(tmp_path)

@@ -33,6 +33,7 @@ from ..kernel.llm import LlmResponse
 from ..kernel.messages import InjectedMessage, Message, Role
 from ..kernel.prompt import PromptContribution
 from ..kernel.tools.output import PendingToolCall, ToolOutput
+from .state import StateView, ToolStateView
 from .tools import Tool
 
 log = logging.getLogger("lash.plugins")
@@ -88,6 +89,8 @@ class TurnHookContext(msgspec.Struct, kw_only=True):
     turn_index: int
     input: str
     history: Sequence[Message]
+    state: StateView = msgspec.field(default_factory=lambda: StateView({}))
+    """The session's state; writes land with the turn's commit (or not at all if it ends early)."""
 
 
 class CheckpointContext(msgspec.Struct, kw_only=True):
@@ -106,6 +109,8 @@ class ToolHookContext(msgspec.Struct, kw_only=True):
     turn_id: str
     call: PendingToolCall
     output: ToolOutput | None = None
+    state: ToolStateView | None = None
+    """The session's state as the call sees it (shared with the tool)."""
 
 
 class TurnEvent(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):

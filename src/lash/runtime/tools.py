@@ -44,6 +44,7 @@ from ..kernel.tools.validation import (
 )
 from ..kernel.tools.value import model_return_parts
 from .cancel import CancelToken
+from .state import CallSlots, StateWrites, ToolStateView
 
 
 class ToolContext:
@@ -62,6 +63,7 @@ class ToolContext:
         "max_attempts",
         "replay_key",
         "session_id",
+        "state",
         "tool_name",
         "turn_id",
     )
@@ -79,6 +81,7 @@ class ToolContext:
         cancel: CancelToken | None = None,
         completer: DirectCompleter | None = None,
         children: ChildRunner | None = None,
+        state: ToolStateView | None = None,
     ) -> None:
         self._completer = completer
         self._children = children
@@ -90,6 +93,8 @@ class ToolContext:
         self.attempt = attempt
         self.max_attempts = max_attempts
         self.cancel = cancel or CancelToken()
+        self.state: ToolStateView = state or ToolStateView({}, CallSlots(_no_changes, 1), 0)
+        """The session's state as this call sees it; writes land with the turn's commit."""
 
     async def complete(
         self, request: LlmRequest, *, usage_source: str = "tool", key: str | None = None
@@ -115,6 +120,10 @@ class ToolContext:
         if self._children is None:
             raise RuntimeError("this tool context cannot start child sessions")
         return await self._children(self, text, session_id)
+
+
+async def _no_changes() -> StateWrites:
+    return {}
 
 
 ChildRunner = Callable[["ToolContext", str, "str | None"], Awaitable[Any]]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -84,6 +84,7 @@ from ..providers.base import (
     TextDeltaEvent,
     UsageEvent,
 )
+from ..store.base import SessionRelation
 from .activity import (
     AssistantProseDelta,
     ChildTurnCompleted,
@@ -137,6 +138,7 @@ from .plugins import (
     directives,
 )
 from .queue import TurnClaims, as_injected
+from .state import CallSlots, StateWrites, ToolStateView
 from .tools import Tool, ToolContext, ToolRegistry, default_projection, prepare_failure
 from .trace import (
     LlmCallCompleted,
@@ -193,8 +195,10 @@ class TurnRunner:
         tracer: Tracer | None = None,
         plugins: PluginHost | None = None,
         queue: TurnClaims | None = None,
-        spawn: Callable[[str, str, str], Awaitable[Any]] | None = None,
+        spawn: Callable[[str, str, str, SessionRelation], Awaitable[Any]] | None = None,
         frames: frozenset[str] = frozenset(),
+        state: Mapping[str, bytes] | None = None,
+        state_changes: StateWrites | None = None,
     ) -> None:
         self.machine = machine
         self.session_id = session_id
@@ -213,6 +217,11 @@ class TurnRunner:
         self._queue = queue
         self._spawn = spawn
         self._frames = frames
+        self.state_base: Mapping[str, bytes] = state if state is not None else {}
+        """The session state as committed before this turn."""
+        self.state_changes: StateWrites = dict(state_changes or {})
+        """State the turn has changed so far (hooks, then each finished batch of tool calls)."""
+        self._state_slots: dict[str, tuple[CallSlots, int]] = {}
         self.activities: list[TurnActivity] = []
         self.tool_calls: list[ToolCallCompleted] = []
         self.direct_usage: dict[tuple[str, str], LlmUsage] = {}
@@ -475,12 +484,21 @@ class TurnRunner:
         prefixes = [f"{effect.id}:{c.call_id}" for c in calls]
         partial: list[CompletedToolCall | None] = [None] * len(calls)
         self._partial = (effect.id, partial)
+        slots = CallSlots(self._turn_state, len(calls))
         results = await self._run_calls(
-            calls, keys, prefixes, f"effect:{effect.id}", partial, announce=True
+            calls, keys, prefixes, f"effect:{effect.id}", slots, partial, announce=True
         )
         self._partial = None
         if results is not None:
+            self.state_changes.update(slots.folded())
+            results = tuple(
+                msgspec.structs.replace(r, state_writes={}) if r.state_writes else r
+                for r in results
+            )
             self._respond(ToolResults(id=effect.id, results=results))
+
+    async def _turn_state(self) -> StateWrites:
+        return self.state_changes
 
     async def _run_calls(
         self,
@@ -488,6 +506,7 @@ class TurnRunner:
         keys: Sequence[str],
         effect_ids: Sequence[str],
         caused_by: str,
+        slots: CallSlots,
         results: list[CompletedToolCall | None] | None = None,
         *,
         announce: bool = False,
@@ -500,7 +519,11 @@ class TurnRunner:
             results = [None] * len(calls)
 
         async def one(i: int) -> None:
-            done = await self._run_call(calls[i], keys[i], effect_ids[i], caused_by)
+            done = None
+            try:
+                done = await self._run_call(calls[i], keys[i], effect_ids[i], caused_by, (slots, i))
+            finally:  # later calls may be waiting to read state after this one
+                slots.finish(i, dict(done.state_writes) if done is not None else {})
             results[i] = done
             if announce and done is not None:
                 await self._announce(done)
@@ -536,13 +559,19 @@ class TurnRunner:
         return tuple(results)  # type: ignore[arg-type]
 
     async def _run_call(
-        self, call: PendingToolCall, key: str, effect_id: str, caused_by: str
+        self,
+        call: PendingToolCall,
+        key: str,
+        effect_id: str,
+        caused_by: str,
+        slot: tuple[CallSlots, int],
     ) -> CompletedToolCall | None:
         failure = prepare_failure(call, self.registry)
         if failure is not None:
             return self._complete(call, failure, 0)
         if call.tool_name == BATCH_TOOL_NAME:
-            return await self._run_batch(call, key, effect_id)
+            return await self._run_batch(call, key, effect_id, slot)
+        self._state_slots[key] = slot
         t = self.registry.get(call.tool_name)
         policy = t.definition.retry_policy if t is not None else NeverRetry()
         max_attempts = policy.max_attempts
@@ -600,7 +629,7 @@ class TurnRunner:
             attempt += 1
 
     async def _run_batch(
-        self, call: PendingToolCall, key: str, effect_id: str
+        self, call: PendingToolCall, key: str, effect_id: str, slot: tuple[CallSlots, int]
     ) -> CompletedToolCall | None:
         started = time.monotonic()
         try:
@@ -614,7 +643,13 @@ class TurnRunner:
         ]
         keys = [batch_entry_key(key, e.index) for e in entries]
         ids = [f"{effect_id}:batch:{e.index:02d}" for e in entries]
-        done = await self._run_calls(subcalls, keys, ids, f"tool_call:{call.call_id}")
+        outer, index = slot
+
+        async def seen_by_batch() -> StateWrites:
+            return await outer.before(index)
+
+        nested = CallSlots(seen_by_batch, len(subcalls))
+        done = await self._run_calls(subcalls, keys, ids, f"tool_call:{call.call_id}", nested)
         if done is None:
             return None
         items = [*plan.answered]
@@ -623,7 +658,8 @@ class TurnRunner:
             for entry, result in zip(entries, done, strict=True)
         )
         duration = int((time.monotonic() - started) * 1000)
-        return self._complete(call, batch_output(items), duration)
+        completed = self._complete(call, batch_output(items), duration)
+        return msgspec.structs.replace(completed, state_writes=nested.folded())
 
     def _complete(
         self, call: PendingToolCall, output: ToolOutput, duration_ms: int
@@ -756,6 +792,11 @@ class TurnRunner:
                 FailureClass.UNAVAILABLE, "tool_unavailable", f"Unknown tool {call.tool_name!r}"
             )
             return self._complete(call, ToolOutput.failure(failure), 0)
+        slots, index = self._state_slots.get(command.idempotency_key) or (
+            CallSlots(self._turn_state, 1),
+            0,
+        )
+        state = ToolStateView(self.state_base, slots, index)
         ctx = ToolContext(
             session_id=self.session_id,
             turn_id=self.turn_id,
@@ -767,6 +808,7 @@ class TurnRunner:
             cancel=self.cancel,
             completer=self._direct,
             children=self._child if self._spawn is not None else None,
+            state=state,
         )
         started = time.monotonic()
         output = await self._run_tool_with_hooks(t, call, ctx)
@@ -781,7 +823,11 @@ class TurnRunner:
                     f"which is not defined (defined: {known})",
                 )
             )
-        return self._complete(call, output, int((time.monotonic() - started) * 1000))
+        completed = self._complete(call, output, int((time.monotonic() - started) * 1000))
+        writes = state.writes()
+        if writes and not isinstance(output.outcome, ToolFailure):
+            completed = msgspec.structs.replace(completed, state_writes=writes)
+        return completed
 
     async def _run_tool_with_hooks(
         self, t: Tool, call: PendingToolCall, ctx: ToolContext
@@ -791,7 +837,9 @@ class TurnRunner:
         parts = self.plugins.parts
         args = call.args
         for pid, hook in parts.before_tool_hooks:
-            hook_ctx = ToolHookContext(session_id=self.session_id, turn_id=self.turn_id, call=call)
+            hook_ctx = ToolHookContext(
+                session_id=self.session_id, turn_id=self.turn_id, call=call, state=ctx.state
+            )
             try:
                 decided = directives(await hook(hook_ctx))
             except Exception as exc:
@@ -816,7 +864,11 @@ class TurnRunner:
         output = await t.run(args, ctx)
         for pid, hook in parts.after_tool_hooks:
             hook_ctx = ToolHookContext(
-                session_id=self.session_id, turn_id=self.turn_id, call=call, output=output
+                session_id=self.session_id,
+                turn_id=self.turn_id,
+                call=call,
+                output=output,
+                state=ctx.state,
             )
             try:
                 decided = directives(await hook(hook_ctx))
@@ -876,7 +928,13 @@ class TurnRunner:
         child_id = session_id or f"{self.session_id}/{ctx.call_id}"
         if child_id == self.session_id:
             raise ValueError("a child session needs an id other than its parent's")
-        result = await self._spawn(child_id, f"{self.turn_id}:{ctx.call_id}:child", text)
+        relation = SessionRelation(
+            kind="child",
+            parent_session_id=self.session_id,
+            turn_id=self.turn_id,
+            call_id=ctx.call_id,
+        )
+        result = await self._spawn(child_id, f"{self.turn_id}:{ctx.call_id}:child", text, relation)
         model = self.machine.config.model
         for row in getattr(result, "usage_rows", ()):
             source = "child" if row.source == "turn" else f"child:{row.source}"

@@ -7,6 +7,7 @@ naming the session, table, row and JSON path.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Iterable
 from typing import Any, TypeVar, cast
@@ -18,7 +19,7 @@ from ..kernel.errors import CodecError
 from ..kernel.llm import LlmUsage
 from ..kernel.messages import Message, Role
 from ..kernel.outcome import AssistantAnswer, Finished, TurnOutcome
-from .base import RuntimeCommit, StoreCorruptError, TurnRecord, UsageRow
+from .base import RuntimeCommit, SessionMeta, StoreCorruptError, TurnRecord, UsageRow
 
 T = TypeVar("T")
 
@@ -178,3 +179,67 @@ def decode_record(
                 session_id, "turn_stamps", turn_id, exc.reason, path=f"$.outcome{exc.path[1:]}"
             ) from exc
     return TurnRecord(outcome=outcome, usage=stored.usage)
+
+
+STATE_COMPRESS_MIN = 512
+"""A state blob at least this long is stored zlib-compressed if that saves 1/8 or more."""
+
+
+def pack_state(value: bytes) -> tuple[bytes, bool, bytes]:
+    """A state blob for storage: ``(sha256 of the value, compressed?, stored bytes)``.
+
+    The digest lets a commit skip rewriting an unchanged blob and lets a load
+    detect a damaged one.
+    """
+    digest = hashlib.sha256(value).digest()
+    if len(value) >= STATE_COMPRESS_MIN:
+        packed = zlib.compress(value, 6)
+        if len(packed) <= len(value) - len(value) // 8:
+            return digest, True, packed
+    return digest, False, value
+
+
+def unpack_state(
+    session_id: str, name: str, digest: object, compressed: object, data: object
+) -> bytes:
+    """A stored state blob back; a damaged one is a ``StoreCorruptError``."""
+    if not isinstance(data, bytes | bytearray | memoryview) or not isinstance(
+        digest, bytes | bytearray | memoryview
+    ):
+        raise StoreCorruptError(session_id, "state", name, "the blob or its digest is not bytes")
+    value = bytes(data)
+    if compressed:
+        try:
+            value = zlib.decompress(value)
+        except zlib.error as exc:
+            raise StoreCorruptError(
+                session_id, "state", name, f"not zlib-compressed: {exc}"
+            ) from exc
+    if hashlib.sha256(value).digest() != bytes(digest):
+        raise StoreCorruptError(
+            session_id, "state", name, "the blob does not match its SHA-256 digest"
+        )
+    return value
+
+
+def encode_meta(meta: SessionMeta) -> str:
+    """A metadata row's JSON text (the session id is stored in its own column)."""
+    doc = to_builtins(meta)
+    del doc["session_id"]
+    return encode(doc).decode()
+
+
+def decode_meta(session_id: str, data: object) -> SessionMeta:
+    """A stored metadata row back; one that does not decode is a ``StoreCorruptError``."""
+    raw = decode_row(session_id, "session_meta", session_id, data, dict)
+    if "session_id" in raw:
+        raise StoreCorruptError(
+            session_id, "session_meta", session_id, "the row repeats the session id"
+        )
+    raw["session_id"] = session_id
+    try:
+        return from_builtins(raw, SessionMeta)
+    except CodecError as exc:
+        raise StoreCorruptError(
+            session_id, "session_meta", session_id, exc.reason, path=exc.path
+        ) from exc

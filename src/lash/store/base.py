@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 
@@ -57,6 +57,32 @@ class TurnRecord(msgspec.Struct, **_S):
     usage: LlmUsage = msgspec.field(default_factory=LlmUsage)
 
 
+class SessionRelation(msgspec.Struct, **_S):
+    """Where a session came from: forked from another, or a child a tool call ran."""
+
+    kind: Literal["fork", "child"]
+    parent_session_id: str
+    node_id: str | None = None
+    """For a fork: the node of the parent the fork was taken at."""
+    turn_id: str | None = None
+    """For a child: the parent's turn that ran it."""
+    call_id: str | None = None
+    """For a child: the tool call that ran it."""
+
+
+class SessionMeta(msgspec.Struct, **_S):
+    """A session's descriptive row, kept apart from its head: what lists show."""
+
+    session_id: str
+    created_at_ms: int
+    """When the session was created, in milliseconds since the Unix epoch."""
+    name: str | None = None
+    model: str | None = None
+    """The model the session was created with."""
+    relation: SessionRelation | None = None
+    """None for a root session."""
+
+
 class RuntimeCommit(msgspec.Struct, **_S):
     """What one turn adds to a session; O(the turn), never O(history).
 
@@ -89,16 +115,22 @@ class RuntimeCommit(msgspec.Struct, **_S):
     completed_claims: tuple[ClaimCompletion, ...] = ()
     """Queue claims this turn consumed; their batches are deleted in the same
     transaction, and a claim someone else took over fails the whole commit."""
+    state: dict[str, bytes | None] = msgspec.field(default_factory=dict)
+    """Named session-state blobs this commit changes (plugin and tool state);
+    ``None`` deletes one. Blobs not named keep their stored value."""
+    meta: SessionMeta | None = None
+    """Written only if the session has no metadata row yet (its first commit)."""
 
 
 def commit_hash(commit: RuntimeCommit) -> str:
-    """The hash a stamp carries: the commit without its revision, stamp and claims.
+    """The hash a stamp carries: the commit without its revision, stamp, claims and meta.
 
-    Claims are bookkeeping of who delivered the input, not the turn's content: a
-    retry under a fresh claim is still the same turn.
+    Claims are bookkeeping of who delivered the input, and the metadata row says
+    when the session was first written; neither is the turn's content, so a
+    retry under a fresh claim or clock is still the same turn.
     """
     scrubbed = msgspec.structs.replace(
-        commit, expected_revision=None, stamp=None, completed_claims=()
+        commit, expected_revision=None, stamp=None, completed_claims=(), meta=None
     )
     return canonical_hash(scrubbed)
 
@@ -120,6 +152,8 @@ class StoredSession(msgspec.Struct, **_S):
     frame_id: str | None = None
     leaf_id: str | None = None
     nodes: tuple[GraphNode, ...] = ()
+    state: dict[str, bytes] = msgspec.field(default_factory=dict)
+    """The session-state blobs by name, as the last commit that touched each left them."""
 
     @property
     def graph(self) -> SessionGraph:
@@ -278,6 +312,14 @@ def check_commit(commit: RuntimeCommit) -> None:
     for row in commit.usage:
         check_text("usage source", row.source, blank_ok=True)
         check_text("usage model", row.model, blank_ok=True)
+    check_state(commit.state)
+    if commit.meta is not None:
+        check_meta(commit.meta)
+        if commit.meta.session_id != session_id:
+            raise ValueError(
+                f"session {session_id!r}: the commit's metadata names session "
+                f"{commit.meta.session_id!r}"
+            )
     if stamp is not None:
         check_turn_id(stamp.turn_id)
         if stamp.session_id != session_id:
@@ -292,6 +334,69 @@ def check_commit(commit: RuntimeCommit) -> None:
     check_commit_graph(commit)
     # Claim completions are checked by the backend's ``complete`` inside the
     # commit's transaction (before it writes anything).
+
+
+MAX_STATE_NAME = 256
+"""The longest session-state name a store accepts, in characters."""
+
+
+def check_state(state: object) -> None:
+    """Refuse a malformed session-state change (``ValueError``).
+
+    Names are non-blank text of at most ``MAX_STATE_NAME`` characters; values are
+    ``bytes`` (``None`` deletes).
+    """
+    if not isinstance(state, dict):
+        raise ValueError(f"state must be a dict of name to bytes, got {type(state).__name__}")
+    for name, value in state.items():
+        check_text("state name", name)
+        if len(name) > MAX_STATE_NAME:
+            raise ValueError(
+                f"state name {name[:40]!r}... is {len(name)} characters; "
+                f"at most {MAX_STATE_NAME} are allowed"
+            )
+        if value is not None and type(value) is not bytes:
+            raise ValueError(
+                f"state {name!r}: the value must be bytes or None, got {type(value).__name__}"
+            )
+
+
+def check_meta(meta: object) -> SessionMeta:
+    """``meta`` if every field is one every backend stores as given, else ``ValueError``."""
+    if not isinstance(meta, SessionMeta):
+        raise ValueError(f"session metadata must be a SessionMeta, got {type(meta).__name__}")
+    check_session_id(meta.session_id)
+    where = f"session {meta.session_id!r} metadata"
+    if type(meta.created_at_ms) is not int or not 0 <= meta.created_at_ms < 2**63:
+        raise ValueError(
+            f"{where}: created_at_ms must be a non-negative integer, got {meta.created_at_ms!r}"
+        )
+    if meta.name is not None:
+        check_text(f"{where}: name", meta.name)
+    if meta.model is not None:
+        check_text(f"{where}: model", meta.model, blank_ok=True)
+    rel = meta.relation
+    if rel is not None:
+        if not isinstance(rel, SessionRelation) or rel.kind not in ("fork", "child"):
+            raise ValueError(f"{where}: relation must be a fork or child SessionRelation")
+        check_text(f"{where}: parent session id", rel.parent_session_id)
+        if rel.parent_session_id == meta.session_id:
+            raise ValueError(f"{where}: a session cannot be its own parent")
+        for what, value in (
+            ("node id", rel.node_id),
+            ("turn id", rel.turn_id),
+            ("call id", rel.call_id),
+        ):
+            if value is not None:
+                check_text(f"{where}: relation {what}", value)
+    return meta
+
+
+def check_limit(limit: object) -> int | None:
+    """``limit`` if it is None or a non-negative integer, else ``ValueError``."""
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise ValueError(f"limit must be None or a non-negative integer, got {limit!r}")
+    return limit
 
 
 def check_node_ids(node_ids: Iterable[str]) -> list[str]:
@@ -337,6 +442,18 @@ class SessionStore(Protocol):
 
     async def vacuum(self, session_id: str) -> int:
         """Delete the session's tombstoned nodes for good; returns how many this call removed."""
+
+    async def save_session_meta(self, meta: SessionMeta, *, replace: bool = True) -> SessionMeta:
+        """Write the session's metadata row, independent of its head; returns the stored row.
+
+        With ``replace=False`` an existing row is kept (and returned) unchanged.
+        """
+
+    async def load_session_meta(self, session_id: str) -> SessionMeta | None:
+        """The session's metadata row, or None."""
+
+    async def list_sessions(self, *, limit: int | None = None) -> tuple[SessionMeta, ...]:
+        """Metadata rows of every session, oldest first (by creation time, then id)."""
 
     async def enqueue(self, draft: QueuedBatchDraft) -> QueuedBatch:
         """Queue work; the same (session, source key) while queued returns the first batch."""

@@ -15,11 +15,14 @@ from .base import (
     GraphNode,
     HeadRevisionConflict,
     RuntimeCommit,
+    SessionMeta,
     StoredSession,
     TurnCommitConflict,
     TurnRecord,
     UsageRow,
     check_commit,
+    check_limit,
+    check_meta,
     check_node_ids,
     check_session_id,
     check_turn_id,
@@ -37,6 +40,7 @@ class _Session:
         "nodes",
         "revision",
         "stamps",
+        "state",
         "turn_index",
         "usage",
     )
@@ -51,6 +55,7 @@ class _Session:
         self.frame_id: str | None = None
         self.usage: dict[tuple[str, str], LlmUsage] = {}
         self.stamps: dict[str, tuple[str, CommitResult, TurnRecord | None]] = {}
+        self.state: dict[str, bytes] = {}
 
     def live(self) -> list[GraphNode]:
         return [n for nid, n in self.nodes.items() if nid not in self.dead]
@@ -64,6 +69,7 @@ class MemoryStore(QueueOps):
 
     def __init__(self) -> None:
         self._sessions: dict[str, _Session] = {}
+        self._meta: dict[str, SessionMeta] = {}
         self._queue = MemoryQueue()
 
     async def _queue_op(
@@ -93,6 +99,7 @@ class MemoryStore(QueueOps):
             ),
             leaf_id=s.leaf,
             nodes=tuple(s.live()),
+            state=dict(s.state),
         )
 
     async def load_turn(self, session_id: str, turn_id: str) -> CommittedTurn | None:
@@ -172,6 +179,13 @@ class MemoryStore(QueueOps):
             key = (row.source, row.model)
             prior = s.usage.get(key)
             s.usage[key] = row.usage if prior is None else prior + row.usage
+        for name, value in commit.state.items():
+            if value is None:
+                s.state.pop(name, None)
+            else:
+                s.state[name] = value
+        if commit.meta is not None:
+            self._meta.setdefault(sid, commit.meta)
         s.revision += 1
         result = CommitResult(revision=s.revision)
         if stamp is not None:
@@ -198,6 +212,24 @@ class MemoryStore(QueueOps):
         s.nodes = {i: n for i, n in s.nodes.items() if i not in s.dead}
         s.dead = set()
         return removed
+
+    async def save_session_meta(self, meta: SessionMeta, *, replace: bool = True) -> SessionMeta:
+        """Write the metadata row (see ``SessionStore.save_session_meta``)."""
+        check_meta(meta)
+        if replace:
+            self._meta[meta.session_id] = meta
+            return meta
+        return self._meta.setdefault(meta.session_id, meta)
+
+    async def load_session_meta(self, session_id: str) -> SessionMeta | None:
+        """The metadata row, or None."""
+        return self._meta.get(check_session_id(session_id))
+
+    async def list_sessions(self, *, limit: int | None = None) -> tuple[SessionMeta, ...]:
+        """Every metadata row, oldest first."""
+        check_limit(limit)
+        rows = sorted(self._meta.values(), key=lambda m: (m.created_at_ms, m.session_id))
+        return tuple(rows if limit is None else rows[:limit])
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -205,3 +205,6 @@ class CompletedToolCall(msgspec.Struct, **_S):
     model_return: tuple[ModelReturnPart, ...] = ()
     duration_ms: int = 0
     replay: ProviderReplayMeta | None = None
+    state_writes: dict[str, bytes | None] = msgspec.field(default_factory=dict)
+    """Session state the call wrote (host bookkeeping, recorded with the outcome so a
+    replay re-applies it); the kernel ignores it."""
