@@ -54,6 +54,7 @@ from .runtime.plugins import (
 )
 from .runtime.queue import (
     Delivery,
+    LeaseKeeper,
     TurnClaims,
     abandon_quietly,
     claim_idle,
@@ -82,7 +83,7 @@ from .store.base import (
 )
 from .store.graph import SessionGraph
 from .store.memory import MemoryStore
-from .store.queue import QueueClaim, QueuedBatch
+from .store.queue import DEFAULT_CLAIM_TTL_MS, QueueClaim, QueuedBatch
 
 T = TypeVar("T")
 
@@ -339,6 +340,7 @@ class LashCore(AsyncClosing):
         frames: Mapping[str, AgentFrame] | None = None,
         max_frame_switches: int = 8,
         attachment_manifest: AttachmentManifest | None = None,
+        queue_lease_ms: int = DEFAULT_CLAIM_TTL_MS,
     ) -> None:
         tools = tuple(tools)  # read once: a generator would be empty for the frames
         self._owns_provider = isinstance(provider, str)
@@ -359,6 +361,10 @@ class LashCore(AsyncClosing):
             raise ConfigError(f"max_turns must be a positive integer, got {max_turns!r}")
         if max_frame_switches < 0:
             raise ConfigError(f"max_frame_switches must be >= 0, got {max_frame_switches}")
+        if type(queue_lease_ms) is not int or queue_lease_ms < 30:
+            raise ConfigError(f"queue_lease_ms must be an integer >= 30, got {queue_lease_ms!r}")
+        self.queue_lease_ms = queue_lease_ms
+        """How long a queue claim this core takes lasts; running turns renew theirs."""
         try:
             self.plugins = PluginHost.build(plugins)
         except PluginError as exc:
@@ -873,7 +879,9 @@ class Session:
             render_cache=self._render_cache,
         )
         claims = (
-            TurnClaims(core.store, self.id, owner_id=turn_id) if has_queue(core.store) else None
+            TurnClaims(core.store, self.id, owner_id=turn_id, ttl_ms=core.queue_lease_ms)
+            if has_queue(core.store)
+            else None
         )
         runner = TurnRunner(
             machine=machine,
@@ -898,7 +906,16 @@ class Session:
         landed = False
         try:
             try:
-                done = await runner.run()
+                if claims is None:
+                    done = await runner.run()
+                else:
+
+                    def held() -> tuple[QueueClaim, ...]:
+                        own = claims.held()
+                        return own if queue_claim is None else (queue_claim, *own)
+
+                    async with LeaseKeeper(core.store, core.queue_lease_ms, held):
+                        done = await runner.run()
             finally:
                 if guard is not None:
                     guard.cancellable = False
@@ -1152,7 +1169,9 @@ class Session:
             self._claim()  # busy while claiming, so no turn starts on stale state
             claim = None
             try:
-                claim = await claim_idle(store, self.id, self._queue_owner)
+                claim = await claim_idle(
+                    store, self.id, self._queue_owner, ttl_ms=self.core.queue_lease_ms
+                )
                 if claim is None:
                     return results
                 text = claim_text(claim)

@@ -588,3 +588,73 @@ def test_a_store_without_a_queue_is_refused_by_name() -> None:
             assert (await session.run("still runs")).text == "echo: still runs"
 
     run(body())
+
+
+# ---------------------------------------------------------------- lease renewal
+
+LEASE_MS = 300
+
+
+async def outlive_leases(store: SessionStore, leases: int = 3) -> None:
+    """Let ``leases`` lease lengths pass (the subject of these tests is elapsed time)."""
+    await asyncio.sleep(leases * LEASE_MS / 1000)
+
+
+def test_a_long_drained_turn_keeps_its_claim(backend: Backend) -> None:
+    async def body() -> None:
+        release = asyncio.Event()
+        entered = asyncio.Event()
+
+        async def slow(request: LlmRequest) -> Reply:
+            entered.set()
+            await release.wait()
+            return Reply(text=f"echo: {last_user_text(request)}")
+
+        core = backend.core(ScriptedProvider(slow), queue_lease_ms=LEASE_MS)
+        store: SessionStore = core.store
+        async with core.session("s") as session, core.session("c") as control:
+            await session.enqueue("long work")
+            # The control: a claim nobody renews, taken with the same lease.
+            await control.enqueue("unrenewed")
+            lapsing = await store.claim_ready("c", owner_id="other worker", ttl_ms=LEASE_MS)
+            assert lapsing is not None
+            drain = asyncio.ensure_future(session.drain())
+            await entered.wait()
+            await outlive_leases(store)
+            # The control lapsed; the running turn still holds its batch.
+            assert await store.claim_ready("c", owner_id="other worker") is not None
+            assert await store.claim_ready("s", owner_id="other worker") is None
+            release.set()
+            (result,) = await drain
+            assert result.text == "echo: long work"
+        assert await store.list_queued("s") == ()
+
+    on(backend, body)
+
+
+def test_a_long_turn_keeps_the_claim_it_took_at_a_checkpoint(backend: Backend) -> None:
+    async def body() -> None:
+        steps = _events()
+        runner = backend.core(checkpoint_model(steps), tools=[wait_here], queue_lease_ms=LEASE_MS)
+        store: SessionStore = runner.store
+        async with runner.session("s") as session:
+            turn = asyncio.ensure_future(session.run("check A"))
+            await GATES["started"].wait()
+            batch = await session.enqueue("also check B", delivery=EARLY)
+            GATES["tool"].set()
+            await steps["injected"].wait()
+            await outlive_leases(store)
+            assert await store.claim_ready("s", owner_id="other worker") is None
+            assert [b.batch_id for b in await store.list_queued("s")] == [batch.batch_id]
+            steps["finish"].set()
+            result = await turn
+            assert result.text == "checked A and B"
+        assert await store.list_queued("s") == ()
+
+    on(backend, body)
+
+
+def test_queue_lease_must_be_a_sensible_integer() -> None:
+    for bad in (0, 29, -5, 1.5, "300", True):
+        with pytest.raises(ConfigError, match="queue_lease_ms"):
+            LashCore(provider=ScriptedProvider([]), model="m", queue_lease_ms=bad)  # type: ignore[arg-type]

@@ -25,9 +25,12 @@ several items joins its items' texts the same way.
 A claim is consumed only by the commit of the turn that used it
 (``RuntimeCommit.completed_claims``), so queued input vanishes exactly when
 that turn lands; a turn that fails first gives its claims back. Leases last
-``DEFAULT_CLAIM_TTL_MS`` (15 minutes) and are not renewed: a turn that runs
-longer may see another worker take its batches over, and its commit then
-fails with ``QueuedWorkClaimExpired`` (the batches run once, elsewhere).
+``LashCore(queue_lease_ms=...)`` (default ``DEFAULT_CLAIM_TTL_MS``, 15
+minutes), and a ``LeaseKeeper`` renews a running turn's claims every third of
+that, so a long turn keeps its input. Only a worker that stops renewing (it
+died, or its store was unreachable for a whole lease) loses its batches to
+another worker; its commit then fails with ``QueuedWorkClaimExpired`` and the
+batches run once, elsewhere.
 
 Under a durable effect host, a checkpoint's outcome is journaled but its claim
 lives in process memory: a turn replayed after a crash re-injects the
@@ -37,9 +40,12 @@ once the old lease lapses (at least once, not exactly once, on that path).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import secrets
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -48,6 +54,8 @@ from ..kernel.messages import InjectedMessage, PluginOrigin, Role
 if TYPE_CHECKING:
     from ..store.base import SessionStore
     from ..store.queue import ClaimCompletion, QueueClaim, QueuedBatch, QueuedBatchDraft
+
+_log = logging.getLogger(__name__)
 
 JOIN_SEPARATOR = "\n\n"
 """What joins the texts of a claim's batches into one turn input."""
@@ -156,7 +164,9 @@ async def abandon_quietly(store: SessionStore, claim: QueueClaim) -> None:
         await store.abandon_claim(claim)
 
 
-async def claim_idle(store: SessionStore, session_id: str, owner_id: str) -> QueueClaim | None:
+async def claim_idle(
+    store: SessionStore, session_id: str, owner_id: str, *, ttl_ms: int | None = None
+) -> QueueClaim | None:
     """The next group a drain should run as a turn, claimed; None when there is none for us.
 
     None also when an earlier batch is under another live claim (another
@@ -164,12 +174,16 @@ async def claim_idle(store: SessionStore, session_id: str, owner_id: str) -> Que
     checkpoint): taking later batches then would run them out of order, and
     concurrently with that worker's turn. The claim just made is given back.
     """
-    from ..store.queue import CHECKPOINT_MAX, ClaimBoundary
+    from ..store.queue import CHECKPOINT_MAX, DEFAULT_CLAIM_TTL_MS, ClaimBoundary
 
     if not await store.list_queued(session_id, pending_only=True):
         return None  # nothing to claim (and no write transaction spent finding out)
     claim = await store.claim_ready(
-        session_id, owner_id=owner_id, boundary=ClaimBoundary.IDLE, max_batches=CHECKPOINT_MAX
+        session_id,
+        owner_id=owner_id,
+        boundary=ClaimBoundary.IDLE,
+        max_batches=CHECKPOINT_MAX,
+        ttl_ms=ttl_ms or DEFAULT_CLAIM_TTL_MS,
     )
     if claim is None:
         return None
@@ -195,12 +209,17 @@ class TurnClaims:
     ``completions`` with the turn and gives the rest back (``release``).
     """
 
-    __slots__ = ("_confirmed", "_store", "_taken", "owner_id", "session_id")
+    __slots__ = ("_confirmed", "_store", "_taken", "owner_id", "session_id", "ttl_ms")
 
-    def __init__(self, store: SessionStore, session_id: str, owner_id: str) -> None:
+    def __init__(
+        self, store: SessionStore, session_id: str, owner_id: str, *, ttl_ms: int | None = None
+    ) -> None:
+        from ..store.queue import DEFAULT_CLAIM_TTL_MS
+
         self._store = store
         self.session_id = session_id
         self.owner_id = owner_id
+        self.ttl_ms = ttl_ms or DEFAULT_CLAIM_TTL_MS
         self._taken: list[QueueClaim] = []
         self._confirmed: list[QueueClaim] = []
 
@@ -220,6 +239,7 @@ class TurnClaims:
             owner_id=self.owner_id,
             boundary=ClaimBoundary.CHECKPOINT,
             max_batches=CHECKPOINT_MAX,
+            ttl_ms=self.ttl_ms,
         )
         if claim is None:
             return None
@@ -231,6 +251,10 @@ class TurnClaims:
             return None
         self._taken.append(claim)
         return claim
+
+    def held(self) -> tuple[QueueClaim, ...]:
+        """Every claim the turn holds (taken or confirmed), for lease renewal."""
+        return (*self._confirmed, *self._taken)
 
     def confirm(self) -> None:
         """The machine accepted what was taken: those claims ride on the turn's commit."""
@@ -249,3 +273,54 @@ class TurnClaims:
             self._confirmed.clear()
         for claim in claims:
             await abandon_quietly(self._store, claim)
+
+
+class LeaseKeeper:
+    """Renews a running turn's queue claims every third of their lease until it ends.
+
+    ``claims`` is read afresh at each round, so claims taken mid-turn are kept
+    too. A claim another worker took over is dropped from renewal (the turn's
+    commit will then fail with ``QueuedWorkClaimExpired``); a store error is
+    logged and retried at the next round.
+    """
+
+    __slots__ = ("_claims", "_lost", "_store", "_task", "ttl_ms")
+
+    def __init__(
+        self, store: SessionStore, ttl_ms: int, claims: Callable[[], Iterable[QueueClaim]]
+    ) -> None:
+        self._store = store
+        self.ttl_ms = ttl_ms
+        self._claims = claims
+        self._lost: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LeaseKeeper:
+        self._task = asyncio.create_task(self._keep(), name="lash-queue-lease")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def renew(self) -> None:
+        """One round: extend every held claim's lease."""
+        from ..store.queue import QueuedWorkClaimExpired
+
+        for claim in tuple(self._claims()):
+            if claim.claim_id in self._lost:
+                continue
+            try:
+                await self._store.renew_claim(claim, ttl_ms=self.ttl_ms)
+            except QueuedWorkClaimExpired:
+                self._lost.add(claim.claim_id)
+            except Exception as exc:  # the next round tries again
+                _log.warning("renewing queue claim %s failed: %s", claim.claim_id, exc)
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            await self.renew()
