@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import select
 import signal
@@ -25,8 +26,10 @@ from lash.kernel.messages import Message, Part, PartKind, user_message
 from lash.runtime.effects import DurabilityTier
 from lash.store.base import (
     CommitResult,
+    GraphError,
     HeadRevisionConflict,
     RuntimeCommit,
+    SessionMeta,
     StoredSession,
     StoreError,
     UsageRow,
@@ -76,6 +79,7 @@ def test_tier_is_durable_and_the_directory_is_created(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"meta", "sessions", "messages", "usage", "turn_stamps"} <= tables
+    assert {"state", "session_meta"} <= tables
     conn.close()
 
 
@@ -585,3 +589,398 @@ def test_a_version_1_file_is_refused_and_left_alone(tmp_path: Path) -> None:
 
     run(body())
     assert (tmp_path / "lash.sqlite3").read_bytes() == before
+
+
+# ---------------------------------------------------------------- session state and metadata
+
+NEW_TABLES = {"state", "session_meta", "session_meta_created"}
+BIG_STATE = b"plugin state line, much like the one before it\n" * 200
+
+
+def meta(session_id: str, created_at_ms: int, name: str | None = None) -> SessionMeta:
+    return SessionMeta(session_id=session_id, created_at_ms=created_at_ms, name=name)
+
+
+def schema_names(path: Path) -> set[str]:
+    conn = raw(path)
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    return names
+
+
+def _make_old_file(tmp_path: Path) -> StoredSession:
+    """A store file as the schema before session state and metadata left it."""
+
+    async def body() -> StoredSession:
+        async with SqliteStore(tmp_path) as store:
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=None,
+                    messages=rich_messages("t1"),
+                    usage=(usage("model", "gpt", 3),),
+                )
+            )
+            await store.commit(stamped(RuntimeCommit(session_id="s", expected_revision=1), "t2"))
+            loaded = await store.load("s")
+            assert loaded is not None
+            return loaded
+
+    loaded = run(body())
+    conn = raw(tmp_path)
+    conn.execute("DROP INDEX session_meta_created")
+    conn.execute("DROP TABLE session_meta")
+    conn.execute("DROP TABLE state")
+    conn.close()
+    assert not schema_names(tmp_path) & NEW_TABLES
+    return loaded
+
+
+def test_a_file_from_before_state_and_metadata_gains_the_tables(tmp_path: Path) -> None:
+    before = _make_old_file(tmp_path)
+
+    async def body() -> None:
+        async with SqliteStore(tmp_path) as store:
+            assert await store.load("s") == before
+            assert await store.list_sessions() == ()
+            assert await store.save_session_meta(meta("s", 5)) == meta("s", 5)
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=2, state={"plugin": b"on"})
+            )
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert (loaded.revision, loaded.messages, loaded.state) == (
+                3,
+                before.messages,
+                {"plugin": b"on"},
+            )
+            # the old stamp still replays
+            replay = stamped(RuntimeCommit(session_id="s", expected_revision=1), "t2")
+            assert await store.commit(replay) == CommitResult(revision=2, replayed=True)
+
+    run(body())
+    assert schema_names(tmp_path) >= NEW_TABLES
+
+
+def test_concurrent_opens_of_an_old_file_all_succeed(tmp_path: Path) -> None:
+    _make_old_file(tmp_path)
+    barrier = threading.Barrier(4)
+
+    def open_store(_: int) -> SqliteStore:
+        barrier.wait()
+        return SqliteStore(tmp_path)
+
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(open_store, range(4)))
+
+    async def body() -> None:
+        await asyncio.gather(
+            *(store.save_session_meta(meta(f"s{i}", i)) for i, store in enumerate(stores))
+        )
+        assert [m.session_id for m in await stores[0].list_sessions()] == ["s0", "s1", "s2", "s3"]
+        for store in stores:
+            await store.aclose()
+
+    run(body())
+
+
+def test_an_old_file_of_an_unknown_version_is_refused_before_gaining_tables(
+    tmp_path: Path,
+) -> None:
+    _make_old_file(tmp_path)
+    conn = raw(tmp_path)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.close()
+    db = tmp_path / DB_FILENAME
+    before = db.read_bytes()
+    with pytest.raises(StoreSchemaError) as info:
+        SqliteStore(tmp_path)
+    assert info.value.found == "99"
+    assert db.read_bytes() == before
+    assert not schema_names(tmp_path) & NEW_TABLES
+
+
+def test_opening_an_up_to_date_file_takes_no_write_lock(tmp_path: Path) -> None:
+    SqliteStore(tmp_path).close()
+    holder = raw(tmp_path)
+    holder.execute("BEGIN IMMEDIATE")  # any writer would now wait out the busy timeout
+    try:
+        with SqliteStore(tmp_path) as store:
+            assert run(store.list_sessions()) == ()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def _seed_state_and_meta(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with SqliteStore(tmp_path) as store:
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=None,
+                    messages=texts("m", 2),
+                    state={"small": b"tiny", "big": BIG_STATE},
+                    meta=meta("s", 10, "first"),
+                )
+            )
+
+    run(body())
+
+
+@pytest.mark.parametrize(
+    ("sql", "row", "reason"),
+    [
+        (
+            "UPDATE state SET digest = zeroblob(32) WHERE name = 'small'",
+            "small",
+            "does not match its SHA-256 digest",
+        ),
+        ("UPDATE state SET compressed = 1 WHERE name = 'small'", "small", "not zlib-compressed"),
+        ("UPDATE state SET compressed = 0 WHERE name = 'big'", "big", "does not match"),
+        (
+            "UPDATE state SET data = substr(data, 1, length(data) - 4) WHERE name = 'big'",
+            "big",
+            "not zlib-compressed",
+        ),
+        ("UPDATE state SET data = 'text' WHERE name = 'small'", "small", "not bytes"),
+    ],
+)
+def test_a_corrupt_state_row_is_a_typed_error_and_changes_nothing(
+    tmp_path: Path, sql: str, row: str, reason: str
+) -> None:
+    _seed_state_and_meta(tmp_path)
+    conn = raw(tmp_path)
+    conn.execute(sql)
+    conn.close()
+    db = tmp_path / DB_FILENAME
+    before = db.read_bytes()
+
+    async def body() -> None:
+        async with SqliteStore(tmp_path) as store:
+            with pytest.raises(StoreCorruptError) as info:
+                await store.load("s")
+            err = info.value
+            assert (err.session_id, err.table, err.row) == ("s", "state", row)
+            assert reason in err.reason
+            assert "'state'" in str(err)
+            assert f"row {row}" in str(err)
+
+    run(body())
+    assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("sql", "path", "reason"),
+    [
+        ("UPDATE session_meta SET meta_json = '{not json'", "$", "malformed"),
+        ("UPDATE session_meta SET meta_json = '[1, 2]'", "$", "Expected `object`"),
+        (
+            """UPDATE session_meta SET meta_json = '{"created_at_ms": "soon"}'""",
+            "$.created_at_ms",
+            "Expected `int`",
+        ),
+        (
+            """UPDATE session_meta SET meta_json = '{"created_at_ms": 10, "session_id": "x"}'""",
+            "$",
+            "repeats the session id",
+        ),
+        ("UPDATE session_meta SET created_at_ms = 11", "$.created_at_ms", "in its column"),
+    ],
+)
+def test_a_corrupt_meta_row_is_a_typed_error_and_changes_nothing(
+    tmp_path: Path, sql: str, path: str, reason: str
+) -> None:
+    _seed_state_and_meta(tmp_path)
+    conn = raw(tmp_path)
+    conn.execute(sql)
+    conn.close()
+    db = tmp_path / DB_FILENAME
+    before = db.read_bytes()
+
+    async def body() -> None:
+        async with SqliteStore(tmp_path) as store:
+            for attempt in (
+                store.load_session_meta("s"),
+                store.list_sessions(),
+                store.save_session_meta(meta("s", 99), replace=False),
+            ):
+                with pytest.raises(StoreCorruptError) as info:
+                    await attempt
+                err = info.value
+                assert (err.session_id, err.table, err.row, err.path) == (
+                    "s",
+                    "session_meta",
+                    "s",
+                    path,
+                )
+                assert reason in err.reason
+                assert "'session_meta'" in str(err)
+            # the session itself still loads: its metadata is a row apart
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert loaded.state["small"] == b"tiny"
+
+    run(body())
+    assert db.read_bytes() == before
+
+    async def repair() -> None:
+        async with SqliteStore(tmp_path) as store:
+            assert await store.save_session_meta(meta("s", 12)) == meta("s", 12)
+            assert await store.load_session_meta("s") == meta("s", 12)
+
+    run(repair())
+
+
+def test_large_state_is_compressed_and_unchanged_state_is_not_rewritten(tmp_path: Path) -> None:
+    noise = os.urandom(4096)  # large but incompressible: stored as it is
+
+    async def body() -> None:
+        async with SqliteStore(tmp_path) as store:
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=None,
+                    state={"big": BIG_STATE, "small": b"tiny", "noise": noise, "gone": None},
+                )
+            )
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert loaded.state == {"big": BIG_STATE, "small": b"tiny", "noise": noise}
+
+            async def cost(state: dict[str, bytes | None]) -> int:
+                before = store.rows_written
+                loaded = await store.load("s")
+                assert loaded is not None
+                await store.commit(
+                    RuntimeCommit(session_id="s", expected_revision=loaded.revision, state=state)
+                )
+                return store.rows_written - before
+
+            baseline = await cost({})  # the head row
+            assert baseline == 1
+            assert await cost({"big": BIG_STATE, "small": b"tiny", "noise": noise}) == baseline
+            assert await cost({"absent": None}) == baseline
+            assert await cost({"small": b"tiny!"}) == baseline + 1
+            assert await cost({"big": BIG_STATE + b"more", "noise": None}) == baseline + 2
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert loaded.state == {"big": BIG_STATE + b"more", "small": b"tiny!"}
+
+    run(body())
+    conn = raw(tmp_path)
+    rows = {
+        name: (bytes(digest), compressed, bytes(data))
+        for name, digest, compressed, data in conn.execute(
+            "SELECT name, digest, compressed, data FROM state"
+        )
+    }
+    conn.close()
+    assert set(rows) == {"big", "small"}
+    digest, compressed, data = rows["big"]
+    assert compressed == 1
+    assert len(data) < len(BIG_STATE) // 10
+    assert zlib.decompress(data) == BIG_STATE + b"more"
+    assert digest == hashlib.sha256(BIG_STATE + b"more").digest()
+    assert rows["small"] == (hashlib.sha256(b"tiny!").digest(), 0, b"tiny!")
+
+
+def test_incompressible_large_state_is_stored_raw(tmp_path: Path) -> None:
+    noise = os.urandom(4096)
+
+    async def body() -> None:
+        async with SqliteStore(tmp_path) as store:
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=None, state={"noise": noise})
+            )
+
+    run(body())
+    conn = raw(tmp_path)
+    assert conn.execute("SELECT compressed, data FROM state").fetchall() == [(0, noise)]
+    conn.close()
+
+
+def test_a_failed_commit_leaves_state_and_meta_alone(tmp_path: Path) -> None:
+    _seed_state_and_meta(tmp_path)
+
+    async def body() -> None:
+        async with SqliteStore(tmp_path) as store:
+            with pytest.raises(GraphError):  # m-0 is taken
+                await store.commit(
+                    RuntimeCommit(
+                        session_id="s",
+                        expected_revision=1,
+                        messages=texts("m", 1),
+                        state={"small": None, "new": b"x"},
+                    )
+                )
+            with pytest.raises(HeadRevisionConflict):
+                await store.commit(
+                    RuntimeCommit(session_id="s", expected_revision=7, state={"new": b"x"})
+                )
+            await store.save_session_meta(meta("t", 1))
+            # commit meta is insert-or-ignore; session "t" already has a row
+            await store.commit(
+                RuntimeCommit(session_id="t", expected_revision=None, meta=meta("t", 2, "late"))
+            )
+            assert await store.load_session_meta("t") == meta("t", 1)
+
+    run(body())
+    conn = raw(tmp_path)
+    assert conn.execute("SELECT name FROM state ORDER BY name").fetchall() == [
+        ("big",),
+        ("small",),
+    ]
+    assert conn.execute("SELECT revision FROM sessions WHERE session_id = 's'").fetchone() == (1,)
+    conn.close()
+
+
+def test_state_and_meta_survive_a_reopen(tmp_path: Path) -> None:
+    _seed_state_and_meta(tmp_path)
+
+    async def body() -> None:
+        async with SqliteStore(tmp_path) as store:
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert loaded.state == {"small": b"tiny", "big": BIG_STATE}
+            assert await store.load_session_meta("s") == meta("s", 10, "first")
+            await store.save_session_meta(meta("early", 1))
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=1, state={"small": None})
+            )
+
+    async def again() -> None:
+        async with SqliteStore(tmp_path) as store:
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert loaded.state == {"big": BIG_STATE}
+            assert await store.list_sessions() == (meta("early", 1), meta("s", 10, "first"))
+            assert await store.list_sessions(limit=1) == (meta("early", 1),)
+
+    run(body())
+    run(again())
+
+
+def test_two_open_stores_see_each_others_meta(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with SqliteStore(tmp_path) as a, SqliteStore(tmp_path) as b:
+            assert await a.save_session_meta(meta("s", 3, "from a")) == meta("s", 3, "from a")
+            assert await b.load_session_meta("s") == meta("s", 3, "from a")
+            # b keeps a's row when asked not to replace it, and returns it
+            assert await b.save_session_meta(meta("s", 4), replace=False) == meta("s", 3, "from a")
+            await b.commit(
+                RuntimeCommit(
+                    session_id="u",
+                    expected_revision=None,
+                    meta=meta("u", 2),
+                    state={"k": b"v"},
+                )
+            )
+            assert await a.list_sessions() == (meta("u", 2), meta("s", 3, "from a"))
+            loaded = await a.load("u")
+            assert loaded is not None
+            assert loaded.state == {"k": b"v"}
+            await b.save_session_meta(meta("s", 1, "renamed"))
+            assert await a.load_session_meta("s") == meta("s", 1, "renamed")
+
+    run(body())

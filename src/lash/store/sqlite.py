@@ -5,7 +5,9 @@ async methods hand work to that thread so the event loop never blocks on disk.
 A commit is one ``BEGIN IMMEDIATE`` transaction that appends the turn's
 messages (cost O(what the turn added), never O(history)); any failure rolls it
 back completely. Message JSON is stored as text, or zlib-compressed when that
-saves space (about 40 % for typical tool calls and results).
+saves space (about 40 % for typical tool calls and results). Session-state blobs
+are rows of their own, rewritten only when their content changes; session
+metadata lives in a table keyed by the session id, apart from the head.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from ..runtime.effects import DurabilityTier
 from . import queue
 from ._codec import commit_messages as _commit_messages
 from ._codec import decode_message as _decode_message
-from ._codec import decode_record, decode_usage_rows, encode_record, sum_usage
+from ._codec import (
+    decode_meta,
+    decode_record,
+    decode_usage_rows,
+    encode_meta,
+    encode_record,
+    pack_state,
+    sum_usage,
+    unpack_state,
+)
 from ._codec import decode_row as _decode_row
 from ._codec import encode_message as _encode_message
 from ._codec import pack as _pack
@@ -36,6 +47,7 @@ from .base import (
     GraphNode,
     HeadRevisionConflict,
     RuntimeCommit,
+    SessionMeta,
     StoreCorruptError,
     StoredSession,
     StoreError,
@@ -43,6 +55,8 @@ from .base import (
     TurnCommitConflict,
     UsageRow,
     check_commit,
+    check_limit,
+    check_meta,
     check_node_ids,
     check_session_id,
     check_turn_id,
@@ -114,6 +128,34 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
 )
 
+# Tables added without a version bump: a file made before them gets them when
+# it is opened (see ``SqliteStore._prepare``), keyed by the name each one creates.
+_ADDED_SCHEMA = {
+    # Session-state blobs, one row per (session, name). ``digest`` is the SHA-256
+    # of the value: a commit leaves a row with the same digest alone, and a load
+    # checks it. ``compressed`` is 1 when ``data`` is zlib-compressed, else 0.
+    "state": """CREATE TABLE IF NOT EXISTS state (
+        sid INTEGER NOT NULL REFERENCES sessions (sid),
+        name TEXT NOT NULL,
+        digest BLOB NOT NULL,
+        compressed INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (sid, name)
+    ) WITHOUT ROWID""",
+    # Keyed by the session id, not ``sid``: metadata may be saved before the
+    # session's first commit. ``meta_json`` is the row without its session id.
+    "session_meta": """CREATE TABLE IF NOT EXISTS session_meta (
+        session_id TEXT PRIMARY KEY,
+        created_at_ms INTEGER NOT NULL,
+        meta_json TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    "session_meta_created": """CREATE INDEX IF NOT EXISTS session_meta_created
+        ON session_meta (created_at_ms, session_id)""",
+}
+
+_StateRow = tuple[str, tuple[bytes, bool, bytes] | None]
+"""A state change ready for the database: the name and its packed value (None: delete)."""
+
 
 class SqliteStore(QueueOps, AsyncClosing):
     """A durable session store in ``<path>/lash.sqlite3``.
@@ -126,6 +168,9 @@ class SqliteStore(QueueOps, AsyncClosing):
     ``synchronous="normal"`` (the default) survives any process crash; after a
     power loss or OS crash the last few commits may be lost, but the database is
     never corrupt. ``"full"`` fsyncs on every commit.
+
+    A file written before the session-state and metadata tables existed gains
+    them the first time it is opened; everything else in it is kept.
     """
 
     def __init__(
@@ -174,11 +219,18 @@ class SqliteStore(QueueOps, AsyncClosing):
         rows = [_pack(_encode_message(m)) for m in _commit_messages(commit)]
         usage = sum_usage(commit)
         record = encode_record(commit)
+        state: list[_StateRow] = [
+            (name, None if value is None else pack_state(value))
+            for name, value in commit.state.items()
+        ]
+        meta = None if commit.meta is None else encode_meta(commit.meta)
         stamp = commit.stamp
         what = "commit" if stamp is None else f"turn {stamp.turn_id!r} commit"
         return await self._call(
             lambda: self._write(
-                commit.session_id, what, lambda c: self._apply(c, commit, rows, usage, record)
+                commit.session_id,
+                what,
+                lambda c: self._apply(c, commit, rows, usage, record, state, meta),
             )
         )
 
@@ -198,6 +250,62 @@ class SqliteStore(QueueOps, AsyncClosing):
         """Delete the session's tombstoned nodes; returns how many this call removed."""
         check_session_id(session_id)
         return await self._call(lambda: self._vacuum_sync(session_id))
+
+    async def save_session_meta(self, meta: SessionMeta, *, replace: bool = True) -> SessionMeta:
+        """Write the session's metadata row (see ``SessionStore.save_session_meta``)."""
+        check_meta(meta)
+        text = encode_meta(meta)
+        session_id = meta.session_id
+
+        def apply(conn: sqlite3.Connection) -> SessionMeta:
+            if not replace:
+                row = conn.execute(
+                    "SELECT created_at_ms, meta_json FROM session_meta WHERE session_id = ?",
+                    (session_id,),
+                ).fetchone()
+                if row is not None:
+                    return _decode_meta_row(session_id, row[0], row[1])
+            conn.execute(
+                "INSERT INTO session_meta (session_id, created_at_ms, meta_json) VALUES (?, ?, ?)"
+                " ON CONFLICT (session_id) DO UPDATE"
+                " SET created_at_ms = excluded.created_at_ms, meta_json = excluded.meta_json",
+                (session_id, meta.created_at_ms, text),
+            )
+            return meta
+
+        return await self._call(lambda: self._write(session_id, "saving metadata", apply))
+
+    async def load_session_meta(self, session_id: str) -> SessionMeta | None:
+        """The session's metadata row, or None; a damaged row is a ``StoreCorruptError``."""
+        check_session_id(session_id)
+
+        def read() -> list[Any]:
+            return self._read(
+                session_id,
+                "loading metadata",
+                "SELECT session_id, created_at_ms, meta_json FROM session_meta"
+                " WHERE session_id = ?",
+                (session_id,),
+            )
+
+        rows = await self._call(read)
+        return _decode_meta_row(*rows[0]) if rows else None
+
+    async def list_sessions(self, *, limit: int | None = None) -> tuple[SessionMeta, ...]:
+        """Every metadata row, oldest first (by creation time, then session id)."""
+        check_limit(limit)
+
+        def read() -> list[Any]:
+            return self._read(
+                "*",
+                "listing sessions",
+                "SELECT session_id, created_at_ms, meta_json FROM session_meta"
+                " ORDER BY created_at_ms, session_id LIMIT ?",
+                (-1 if limit is None else limit,),
+            )
+
+        rows = await self._call(read)
+        return tuple(_decode_meta_row(*row) for row in rows)
 
     def close(self) -> None:
         """Close the connection and stop the worker thread; idempotent."""
@@ -281,15 +389,16 @@ class SqliteStore(QueueOps, AsyncClosing):
         # Check the version before anything that could write, so a file we do not
         # understand is left byte-for-byte as it was.
         try:
-            found = self._read_version(conn)
+            found, missing = self._read_version(conn)
             if found is None:
                 self._enable_wal(conn)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    found = self._read_version(conn)  # a concurrent opener may have won
+                    found, missing = self._read_version(conn)  # a concurrent opener may have won
                     if found is None:
-                        for ddl in _SCHEMA:
+                        for ddl in (*_SCHEMA, *_ADDED_SCHEMA.values()):
                             conn.execute(ddl)
+                        missing = False
                         conn.execute(
                             "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
                             (str(SCHEMA_VERSION),),
@@ -300,14 +409,9 @@ class SqliteStore(QueueOps, AsyncClosing):
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
-            if found != str(SCHEMA_VERSION):
-                raise StoreSchemaError(
-                    str(self._file),
-                    f"schema version {found!r} is not supported "
-                    f"(this library reads version {SCHEMA_VERSION}); the file was not changed",
-                    found=found,
-                    expected=SCHEMA_VERSION,
-                )
+            self._check_version(found)
+            if missing:
+                self._add_missing(conn)
             self._enable_wal(conn)
         except sqlite3.OperationalError as exc:  # busy beyond the timeout, I/O trouble
             raise StoreError(f"{self._file}: cannot open: {exc}") from exc
@@ -322,8 +426,40 @@ class SqliteStore(QueueOps, AsyncClosing):
         # recovery stop at the last intact commit).
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
 
-    def _read_version(self, conn: sqlite3.Connection) -> str | None:
-        """The stored schema version; None for an empty database; refuses foreign ones."""
+    def _check_version(self, found: str) -> None:
+        if found != str(SCHEMA_VERSION):
+            raise StoreSchemaError(
+                str(self._file),
+                f"schema version {found!r} is not supported "
+                f"(this library reads version {SCHEMA_VERSION}); the file was not changed",
+                found=found,
+                expected=SCHEMA_VERSION,
+            )
+
+    def _add_missing(self, conn: sqlite3.Connection) -> None:
+        """Create the tables a file of this version may predate, under the write lock."""
+        self._enable_wal(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found, _ = self._read_version(conn)  # what a concurrent opener left
+            if found is None:
+                raise StoreSchemaError(
+                    str(self._file),
+                    "the lash schema vanished while opening",
+                    expected=SCHEMA_VERSION,
+                )
+            self._check_version(found)
+            for ddl in _ADDED_SCHEMA.values():
+                conn.execute(ddl)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _read_version(self, conn: sqlite3.Connection) -> tuple[str | None, bool]:
+        """The stored schema version (None for an empty database) and whether a table
+        added since that version is missing; refuses foreign databases."""
         names = {
             r[0]
             for r in conn.execute(
@@ -331,7 +467,7 @@ class SqliteStore(QueueOps, AsyncClosing):
             ).fetchall()
         }
         if not names:
-            return None
+            return None, False
         if "meta" not in names:
             raise StoreSchemaError(
                 str(self._file),
@@ -345,7 +481,7 @@ class SqliteStore(QueueOps, AsyncClosing):
                 "the meta table has no schema_version; not touching it",
                 expected=SCHEMA_VERSION,
             )
-        return str(row[0])
+        return str(row[0]), not names.issuperset(_ADDED_SCHEMA)
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
         mode = enable_wal(conn)
@@ -374,6 +510,9 @@ class SqliteStore(QueueOps, AsyncClosing):
                     "SELECT source, model, usage_json FROM usage WHERE sid = ? ORDER BY usage_id",
                     (sid,),
                 ).fetchall()
+                state_rows = conn.execute(
+                    "SELECT name, digest, compressed, data FROM state WHERE sid = ?", (sid,)
+                ).fetchall()
             finally:
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -384,8 +523,9 @@ class SqliteStore(QueueOps, AsyncClosing):
                     session_id, "sessions", session_id, f"{column} is {value!r}, not an integer"
                 )
         node_rows.sort(key=_seq_of)
+        state = {name: unpack_state(session_id, name, *rest) for name, *rest in state_rows}
         return _stored_session(
-            session_id, head, node_rows, decode_usage_rows(session_id, usage_rows)
+            session_id, head, node_rows, decode_usage_rows(session_id, usage_rows), state
         )
 
     def _load_turn_sync(self, session_id: str, turn_id: str) -> CommittedTurn | None:
@@ -425,6 +565,13 @@ class SqliteStore(QueueOps, AsyncClosing):
             record=record,
             messages=messages,
         )
+
+    def _read(self, session_id: str, what: str, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        """The rows of one query (its own read snapshot)."""
+        try:
+            return self._connection().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"session {session_id!r}: {what} failed: {exc}") from exc
 
     def _write(self, session_id: str, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction; any failure rolls it back."""
@@ -492,6 +639,8 @@ class SqliteStore(QueueOps, AsyncClosing):
         rows: list[str | bytes],
         usage: dict[tuple[str, str], LlmUsage],
         record: str | bytes | None,
+        state: list[_StateRow],
+        meta: str | None,
     ) -> CommitResult:
         session_id = commit.session_id
         head = conn.execute(
@@ -559,6 +708,13 @@ class SqliteStore(QueueOps, AsyncClosing):
                 " ON CONFLICT (sid, source, model) DO UPDATE SET usage_json = excluded.usage_json",
                 (sid, source, model, encode(total).decode()),
             )
+        _write_state(conn, sid, state)
+        if commit.meta is not None:
+            conn.execute(
+                "INSERT INTO session_meta (session_id, created_at_ms, meta_json) VALUES (?, ?, ?)"
+                " ON CONFLICT (session_id) DO NOTHING",
+                (session_id, commit.meta.created_at_ms, meta),
+            )
         if stamp is not None:
             conn.execute(
                 "INSERT INTO turn_stamps (sid, turn_id, commit_hash, revision, record)"
@@ -579,8 +735,47 @@ def _seq_of(row: tuple[Any, ...]) -> int:
     return int(row[0])
 
 
+def _write_state(conn: sqlite3.Connection, sid: int, state: list[_StateRow]) -> None:
+    """Apply a commit's state changes; a value with the stored digest is not rewritten."""
+    deletes = [(sid, name) for name, packed in state if packed is None]
+    upserts = [
+        (sid, name, packed[0], int(packed[1]), packed[2])
+        for name, packed in state
+        if packed is not None
+    ]
+    if deletes:
+        conn.executemany("DELETE FROM state WHERE sid = ? AND name = ?", deletes)
+    if upserts:
+        conn.executemany(
+            "INSERT INTO state (sid, name, digest, compressed, data) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (sid, name) DO UPDATE SET digest = excluded.digest,"
+            " compressed = excluded.compressed, data = excluded.data"
+            " WHERE state.digest != excluded.digest",
+            upserts,
+        )
+
+
+def _decode_meta_row(session_id: str, created_at_ms: object, text: object) -> SessionMeta:
+    """A ``session_meta`` row back; its JSON must agree with its ``created_at_ms`` column."""
+    meta = decode_meta(session_id, text)
+    if meta.created_at_ms != created_at_ms:
+        raise StoreCorruptError(
+            session_id,
+            "session_meta",
+            session_id,
+            f"created_at_ms is {meta.created_at_ms!r} in the JSON "
+            f"but {created_at_ms!r} in its column",
+            path="$.created_at_ms",
+        )
+    return meta
+
+
 def _stored_session(
-    session_id: str, head: Any, node_rows: list[Any], usage: tuple[UsageRow, ...]
+    session_id: str,
+    head: Any,
+    node_rows: list[Any],
+    usage: tuple[UsageRow, ...],
+    state: dict[str, bytes],
 ) -> StoredSession:
     """The loaded session from its head row and its live node rows in commit order."""
     parents = resolve_parent_ids((nid, parent) for _, nid, parent, _ in node_rows)
@@ -599,6 +794,7 @@ def _stored_session(
         usage=usage,
         leaf_id=leaf,
         nodes=nodes,
+        state=state,
     )
 
 
