@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -216,6 +217,46 @@ def test_a_child_process_enqueues_and_the_parent_drains(shared: Backend) -> None
             assert user_texts(fresh) == ["from a child, early", "from a child, later"]
 
     on(shared, body)
+
+
+def test_a_worker_killed_mid_turn_loses_its_claim_once_the_lease_lapses(shared: Backend) -> None:
+    """SIGKILL, not a simulated death: the dead worker stops renewing, the batch runs once."""
+
+    async def enqueue() -> str:
+        async with shared.core().session("s") as session:
+            return (await session.enqueue("work")).batch_id
+
+    batch_id = on(shared, enqueue)
+    env = {**os.environ, "LASH_TEST_DRAIN_AND_DIE": str(LEASE_MS)}
+    died = subprocess.run(
+        [sys.executable, str(HERE / "queue_child.py"), *shared.child_args(), "s"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert died.returncode == -signal.SIGKILL, died.stderr
+
+    async def body() -> None:
+        provider = echo()
+        async with shared.core(provider).session("s") as session:
+            # The dead worker's claim is still live: nothing to take yet.
+            assert [b.batch_id for b in await shared_store(session).list_queued("s")] == [batch_id]
+            assert await session.pending() == ()
+            assert await session.drain() == []
+            await outlive_leases(shared_store(session), 2)
+            (result,) = await session.drain()
+            assert result.text == "echo: work"
+            assert await shared_store(session).list_queued("s") == ()
+            assert provider.calls == 1
+        async with shared.core().session("s") as fresh:
+            assert user_texts(fresh) == ["work"]
+
+    on(shared, body)
+
+
+def shared_store(session: Session) -> SessionStore:
+    return session.core.store
 
 
 def test_source_key_dedupes_across_processes_until_the_batch_is_consumed(
