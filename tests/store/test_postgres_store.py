@@ -1,4 +1,5 @@
-"""PostgreSQL store: conformance, durability, schema gate, corruption, races, crashes.
+"""PostgreSQL store: conformance, durability, schema gate, corruption, races, crashes,
+session state and metadata.
 
 Needs a PostgreSQL server at ``LASH_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``); the module skips only when
@@ -9,6 +10,7 @@ dropped at the end.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import os
@@ -48,10 +50,13 @@ from lash.kernel.codec import encode  # noqa: E402
 from lash.kernel.llm import LlmUsage  # noqa: E402
 from lash.kernel.messages import Message, Part, PartKind, user_message  # noqa: E402
 from lash.runtime.effects import DurabilityTier  # noqa: E402
+from lash.store._codec import encode_meta  # noqa: E402
 from lash.store.base import (  # noqa: E402
     CommitResult,
     HeadRevisionConflict,
     RuntimeCommit,
+    SessionMeta,
+    SessionRelation,
     SessionStore,
     StoreCorruptError,
     StoredSession,
@@ -59,7 +64,12 @@ from lash.store.base import (  # noqa: E402
     StoreSchemaError,
     UsageRow,
 )
-from lash.store.postgres import SCHEMA_VERSION, PostgresSchemaError, PostgresStore  # noqa: E402
+from lash.store.postgres import (  # noqa: E402
+    _LOCK_CLASS,
+    SCHEMA_VERSION,
+    PostgresSchemaError,
+    PostgresStore,
+)
 from lash.testing.store_conformance import (  # noqa: E402
     StoreConformance,
     StoreFactory,
@@ -69,6 +79,18 @@ from lash.testing.store_conformance import (  # noqa: E402
 
 T = TypeVar("T")
 _names = itertools.count()
+
+TABLES = {
+    "meta",
+    "sessions",
+    "messages",
+    "usage",
+    "turn_stamps",
+    "state",
+    "session_meta",
+    "queued_work_batches",
+}
+"""The tables a store creates in its schema."""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -142,14 +164,7 @@ def test_tier_repr_and_the_tables(schema: str) -> None:
                 (schema,),
             )
         }
-        assert names == {
-            "meta",
-            "sessions",
-            "messages",
-            "usage",
-            "turn_stamps",
-            "queued_work_batches",
-        }
+        assert names == TABLES
         version = conn.execute(sql.SQL("SELECT key, value FROM {}").format(table(schema, "meta")))
         assert version.fetchall() == [("schema_version", str(SCHEMA_VERSION))]
 
@@ -710,14 +725,7 @@ def test_sql_in_identifiers_is_just_data(schema: str) -> None:
             assert await store.load("' OR '1'='1") is None
 
     run(body())
-    assert {r[0] for r in _catalog(schema) if r[1] == "r"} == {
-        "meta",
-        "sessions",
-        "messages",
-        "usage",
-        "turn_stamps",
-        "queued_work_batches",
-    }
+    assert {r[0] for r in _catalog(schema) if r[1] == "r"} == TABLES
     with raw() as conn:
         count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(schema, "sessions")))
         assert count.fetchone() == (2,)
@@ -739,6 +747,452 @@ def test_part_ids_that_break_the_convention_are_kept(schema: str) -> None:
             return loaded.messages
 
     assert run(body()) == (odd,)
+
+
+# ---------------------------------------------------------------- session state and metadata
+
+
+def _meta(session_id: str, created_at_ms: int, name: str | None = None) -> SessionMeta:
+    return SessionMeta(session_id=session_id, created_at_ms=created_at_ms, name=name)
+
+
+def _hold_creation_lock(schema: str) -> psycopg.Connection[Any]:
+    """A connection holding the advisory lock that serializes schema creation."""
+    holder = raw()
+    holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, schema))
+    return holder
+
+
+def _blocked_by(pid: int) -> int:
+    """How many server backends are waiting for a lock held by backend ``pid``."""
+    with raw() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (pid,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _until_blocked(holder: psycopg.Connection[Any], count: int) -> None:
+    """Return once ``count`` backends wait for a lock ``holder`` holds (polled off the loop)."""
+    pid = holder.info.backend_pid
+    assert await asyncio.to_thread(wait_for, lambda: _blocked_by(pid) == count)
+
+
+def _create(schema: str) -> None:
+    async def body() -> None:
+        async with PostgresStore(URL, schema=schema):
+            pass
+
+    run(body())
+
+
+def _rows(schema: str, name: str, order: str) -> list[tuple[Any, ...]]:
+    with raw() as conn:
+        return conn.execute(
+            sql.SQL("SELECT * FROM {} ORDER BY {}").format(
+                table(schema, name), sql.Identifier(order)
+            )
+        ).fetchall()
+
+
+def test_a_schema_without_state_and_meta_tables_gains_them_once(schema: str) -> None:
+    async def create() -> StoredSession | None:
+        async with PostgresStore(URL, schema=schema) as store:
+            await store.commit(
+                RuntimeCommit(
+                    session_id="old",
+                    expected_revision=None,
+                    messages=rich_messages("t1"),
+                    usage=(usage("model", "gpt", 3),),
+                )
+            )
+            return await store.load("old")
+
+    before = run(create())
+    with raw() as conn:  # what the schema looked like before these tables existed
+        conn.execute(
+            sql.SQL("DROP TABLE {}, {}").format(
+                table(schema, "state"), table(schema, "session_meta")
+            )
+        )
+    assert {r[0] for r in _catalog(schema)} & {"state", "session_meta"} == set()
+    holder = _hold_creation_lock(schema)
+
+    async def reopen() -> None:
+        a, b = PostgresStore(URL, schema=schema), PostgresStore(URL, schema=schema)
+        try:
+            opening = asyncio.gather(a.open(), b.open())
+            # Both openers see the missing tables and wait for the creation lock.
+            await _until_blocked(holder, 2)
+            holder.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, schema))
+            await opening
+            assert await a.load("old") == before
+            await b.commit(
+                RuntimeCommit(
+                    session_id="old",
+                    expected_revision=1,
+                    state={"plugin": b"v1"},
+                    meta=_meta("old", 7, "kept"),
+                )
+            )
+            loaded = await a.load("old")
+            assert loaded is not None
+            assert loaded.revision == 2
+            assert loaded.messages == rich_messages("t1")
+            assert loaded.state == {"plugin": b"v1"}
+            assert await a.list_sessions() == (_meta("old", 7, "kept"),)
+        finally:
+            await asyncio.gather(a.aclose(), b.aclose())
+
+    try:
+        run(reopen())
+    finally:
+        holder.close()
+    assert {r[0] for r in _catalog(schema) if r[1] == "r"} >= TABLES
+    assert ("session_meta_created", "i") in _catalog(schema)
+    with raw() as conn:
+        rows = conn.execute(sql.SQL("SELECT key, value FROM {}").format(table(schema, "meta")))
+        assert rows.fetchall() == [("schema_version", str(SCHEMA_VERSION))]
+
+
+def test_a_complete_schema_opens_without_the_creation_lock(schema: str) -> None:
+    _create(schema)
+    holder = _hold_creation_lock(schema)
+    try:
+
+        async def reopen() -> None:
+            async with PostgresStore(URL, schema=schema) as store:
+                await store.save_session_meta(_meta("s", 1))
+                assert await store.load_session_meta("s") == _meta("s", 1)
+
+        run(reopen(), timeout=10)  # would wait for the lock forever if it took it
+    finally:
+        holder.close()
+
+
+def test_an_unknown_version_without_state_and_meta_tables_is_left_alone(schema: str) -> None:
+    async def create() -> None:
+        async with PostgresStore(URL, schema=schema) as store:
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=None))
+
+    run(create())
+    with raw() as conn:
+        conn.execute(
+            sql.SQL("DROP TABLE {}, {}").format(
+                table(schema, "state"), table(schema, "session_meta")
+            )
+        )
+        conn.execute(sql.SQL("UPDATE {} SET value = '1'").format(table(schema, "meta")))
+    before = _catalog(schema)
+
+    async def reopen() -> None:
+        with pytest.raises(PostgresSchemaError, match="'1' is not supported") as info:
+            await PostgresStore.connect(URL, schema=schema)
+        assert info.value.found == "1"
+
+    run(reopen())
+    assert _catalog(schema) == before
+
+
+_BIG_STATE = b"plugin state line\n" * 400
+"""A blob the store keeps zlib-compressed."""
+
+
+@pytest.mark.parametrize(
+    ("name", "column", "value", "reason"),
+    [
+        ("ok", "data", b"fine\x00", "SHA-256"),
+        ("ok", "digest", b"\x00", "SHA-256"),
+        ("ok", "compressed", True, "not zlib-compressed"),
+        ("a/b", "compressed", False, "SHA-256"),
+        ("a/b", "data", zlib.compress(_BIG_STATE)[:-4], "not zlib-compressed"),
+        ("a/b", "data", zlib.compress(_BIG_STATE + b"!"), "SHA-256"),
+    ],
+)
+def test_a_corrupt_state_row_is_a_typed_error_and_changes_nothing(
+    schema: str, name: str, column: str, value: object, reason: str
+) -> None:
+    big = _BIG_STATE
+
+    async def seed() -> None:
+        async with PostgresStore(URL, schema=schema) as store:
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s", expected_revision=None, state={"a/b": big, "ok": b"fine"}
+                )
+            )
+
+    run(seed())
+    with raw() as conn:
+        conn.execute(
+            sql.SQL("UPDATE {} SET {} = %s WHERE name = %s").format(
+                table(schema, "state"), sql.Identifier(column)
+            ),
+            (value, name),
+        )
+    state_before = _rows(schema, "state", "name")
+    heads_before = _rows(schema, "sessions", "sid")
+
+    async def body() -> None:
+        async with PostgresStore(URL, schema=schema) as store:
+            with pytest.raises(StoreCorruptError) as info:
+                await store.load("s")
+            err = info.value
+            assert (err.session_id, err.table, err.row) == ("s", "state", name)
+            assert reason in err.reason
+            assert "'state'" in str(err)
+            assert f"row {name} " in str(err)
+
+    run(body())
+    assert _rows(schema, "state", "name") == state_before
+    assert _rows(schema, "sessions", "sid") == heads_before
+
+
+@pytest.mark.parametrize(
+    ("damage", "value", "path", "reason"),
+    [
+        ("meta_json", "{not json", "$", "malformed"),
+        ("meta_json", '{"created_at_ms": "soon"}', "$.created_at_ms", "Expected `int`"),
+        ("meta_json", '{"session_id": "s", "created_at_ms": 5}', "$", "repeats the session id"),
+        ("meta_json", '{"created_at_ms": 5, "relation": 3}', "$.relation", "Expected `object"),
+        ("created_at_ms", 6, "$.created_at_ms", "column holds 6"),
+    ],
+)
+def test_a_corrupt_meta_row_is_a_typed_error_and_changes_nothing(
+    schema: str, damage: str, value: object, path: str, reason: str
+) -> None:
+    async def seed() -> None:
+        async with PostgresStore(URL, schema=schema) as store:
+            await store.save_session_meta(_meta("s", 5, "first"))
+            await store.save_session_meta(_meta("t", 9, "fine"))
+
+    run(seed())
+    with raw() as conn:
+        conn.execute(
+            sql.SQL("UPDATE {} SET {} = %s WHERE session_id = 's'").format(
+                table(schema, "session_meta"), sql.Identifier(damage)
+            ),
+            (value,),
+        )
+    before = _rows(schema, "session_meta", "session_id")
+
+    def check(err: StoreCorruptError) -> None:
+        assert (err.session_id, err.table, err.row, err.path) == ("s", "session_meta", "s", path)
+        assert reason.lower() in err.reason.lower()
+        assert "'session_meta'" in str(err)
+        assert "row s " in str(err)
+
+    async def body() -> None:
+        async with PostgresStore(URL, schema=schema) as store:
+            with pytest.raises(StoreCorruptError) as info:
+                await store.load_session_meta("s")
+            check(info.value)
+            with pytest.raises(StoreCorruptError) as info:
+                await store.list_sessions()
+            check(info.value)
+            with pytest.raises(StoreCorruptError) as info:
+                await store.save_session_meta(_meta("s", 1, "second"), replace=False)
+            check(info.value)
+            # The other session's row still reads; a first commit keeps the damaged row.
+            assert await store.load_session_meta("t") == _meta("t", 9, "fine")
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=None, meta=_meta("s", 2))
+            )
+
+    run(body())
+    assert _rows(schema, "session_meta", "session_id") == before
+
+
+def test_state_and_meta_are_shared_by_stores_on_one_schema(schema: str) -> None:
+    child = SessionMeta(
+        session_id="child",
+        created_at_ms=20,
+        model="m",
+        relation=SessionRelation(
+            kind="child", parent_session_id="root", turn_id="turn-1", call_id="c1"
+        ),
+    )
+
+    async def body() -> None:
+        async with (
+            PostgresStore(URL, schema=schema, max_size=2) as a,
+            PostgresStore(URL, schema=schema, max_size=2) as b,
+        ):
+            await a.commit(
+                RuntimeCommit(
+                    session_id="root",
+                    expected_revision=None,
+                    state={"todo": b"[]", "mode": b"plan"},
+                    meta=_meta("root", 10, "root"),
+                )
+            )
+            loaded = await b.load("root")
+            assert loaded is not None
+            assert loaded.state == {"todo": b"[]", "mode": b"plan"}
+            await b.commit(
+                RuntimeCommit(
+                    session_id="root", expected_revision=1, state={"mode": None, "todo": b"[1]"}
+                )
+            )
+            loaded = await a.load("root")
+            assert loaded is not None
+            assert loaded.state == {"todo": b"[1]"}
+            # Metadata of a session nobody committed yet, saved by one, seen by the other.
+            assert await b.save_session_meta(child) == child
+            assert await a.load("child") is None
+            assert await a.load_session_meta("child") == child
+            await a.save_session_meta(_meta("root", 10, "renamed"))
+            assert await b.load_session_meta("root") == _meta("root", 10, "renamed")
+            assert await b.list_sessions() == (_meta("root", 10, "renamed"), child)
+            assert await a.list_sessions(limit=1) == (_meta("root", 10, "renamed"),)
+
+    run(body())
+
+
+@pytest.mark.parametrize("first", ["commits", "rolls back"])
+def test_racing_save_session_meta_without_replace_returns_one_row(schema: str, first: str) -> None:
+    """A third transaction holds an uncommitted row while both stores try to insert theirs."""
+    mine = [_meta("s", 1, "a"), _meta("s", 2, "b")]
+    held = _meta("s", 3, "held")
+    _create(schema)
+    holder = psycopg.connect(URL)  # not autocommit: the insert stays uncommitted
+
+    async def body() -> tuple[SessionMeta, SessionMeta]:
+        async with (
+            PostgresStore(URL, schema=schema, max_size=1) as a,
+            PostgresStore(URL, schema=schema, max_size=1) as b,
+        ):
+            holder.execute(
+                sql.SQL(
+                    "INSERT INTO {} (session_id, created_at_ms, meta_json) VALUES (%s, %s, %s)"
+                ).format(table(schema, "session_meta")),
+                ("s", held.created_at_ms, encode_meta(held)),
+            )
+            racing = asyncio.gather(
+                a.save_session_meta(mine[0], replace=False),
+                b.save_session_meta(mine[1], replace=False),
+            )
+            await _until_blocked(holder, 2)
+            if first == "commits":
+                holder.commit()
+            else:
+                holder.rollback()
+            got_a, got_b = await racing
+            return got_a, got_b
+
+    try:
+        got_a, got_b = run(body())
+    finally:
+        holder.close()
+    assert got_a == got_b
+    assert got_a == held if first == "commits" else got_a in mine
+    with raw() as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT session_id, created_at_ms, meta_json FROM {}").format(
+                table(schema, "session_meta")
+            )
+        ).fetchall()
+    assert rows == [("s", got_a.created_at_ms, encode_meta(got_a))]
+
+
+def test_concurrent_save_session_meta_without_replace_agree(schema: str) -> None:
+    async def body() -> None:
+        async with (
+            PostgresStore(URL, schema=schema, max_size=4) as a,
+            PostgresStore(URL, schema=schema, max_size=4) as b,
+        ):
+            ids = [f"s{i}" for i in range(40)]
+            got = await asyncio.gather(
+                *(
+                    store.save_session_meta(_meta(sid, n, store_name), replace=False)
+                    for sid in ids
+                    for n, (store, store_name) in enumerate(((a, "a"), (b, "b")))
+                )
+            )
+            for i, sid in enumerate(ids):
+                pair = got[2 * i : 2 * i + 2]
+                assert pair[0] == pair[1]
+                assert pair[0] in (_meta(sid, 0, "a"), _meta(sid, 1, "b"))
+            assert await a.list_sessions() == tuple(
+                sorted(got[::2], key=lambda m: (m.created_at_ms, m.session_id))
+            )
+
+    run(body())
+    with raw() as conn:
+        assert conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(table(schema, "session_meta"))
+        ).fetchone() == (40,)
+
+
+def test_large_state_is_stored_compressed_and_round_trips(schema: str) -> None:
+    text = b"".join(b"entry %d: the plugin kept this\n" % i for i in range(40_000))  # ~1.3 MB
+    noise = os.urandom(300_000)  # does not compress: stored as given
+    values = {"text": text, "noise": noise, "small": b"x" * 600}
+
+    async def body() -> None:
+        async with (
+            PostgresStore(URL, schema=schema) as a,
+            PostgresStore(URL, schema=schema) as b,
+        ):
+            await a.commit(RuntimeCommit(session_id="s", expected_revision=None, state=values))
+            for store in (a, b):
+                loaded = await store.load("s")
+                assert loaded is not None
+                assert loaded.state == values
+
+    run(body())
+    with raw() as conn:
+        rows = {
+            name: (bytes(digest), compressed, bytes(data))
+            for name, digest, compressed, data in conn.execute(
+                sql.SQL("SELECT name, digest, compressed, data FROM {}").format(
+                    table(schema, "state")
+                )
+            )
+        }
+    assert set(rows) == set(values)
+    for name, value in values.items():
+        assert rows[name][0] == hashlib.sha256(value).digest()
+    _, compressed, data = rows["text"]
+    assert compressed
+    assert len(data) < len(text) // 10
+    assert zlib.decompress(data) == text
+    assert rows["noise"][1:] == (False, noise)
+    assert rows["small"][1]
+    assert zlib.decompress(rows["small"][2]) == values["small"]
+
+
+def test_an_unchanged_state_blob_is_not_rewritten(schema: str) -> None:
+    def versions() -> dict[str, str]:
+        """Each state row's ``xmin``: the transaction that last wrote it."""
+        with raw() as conn:
+            return dict(
+                conn.execute(
+                    sql.SQL("SELECT name, xmin::text FROM {}").format(table(schema, "state"))
+                ).fetchall()
+            )
+
+    async def commit(store: PostgresStore, revision: int | None, **state: bytes | None) -> int:
+        before = store.rows_written
+        await store.commit(RuntimeCommit(session_id="s", expected_revision=revision, state=state))
+        return store.rows_written - before
+
+    async def body() -> None:
+        async with PostgresStore(URL, schema=schema) as store:
+            assert await commit(store, None, a=b"same", b=b"old") == 4  # head twice + 2 blobs
+            first = versions()
+            assert await commit(store, 1, a=b"same", b=b"new") == 2  # head + b
+            second = versions()
+            assert second["a"] == first["a"]
+            assert second["b"] != first["b"]
+            assert await commit(store, 2, a=None, gone=None) == 2  # head + the delete
+            assert versions() == {"b": second["b"]}
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert loaded.state == {"b": b"new"}
+
+    run(body())
 
 
 # ---------------------------------------------------------------- through the facade

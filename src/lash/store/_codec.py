@@ -209,12 +209,17 @@ def unpack_state(
         raise StoreCorruptError(session_id, "state", name, "the blob or its digest is not bytes")
     value = bytes(data)
     if compressed:
+        inflater = zlib.decompressobj()
         try:
-            value = zlib.decompress(value)
+            value = inflater.decompress(value) + inflater.flush()
         except zlib.error as exc:
             raise StoreCorruptError(
                 session_id, "state", name, f"not zlib-compressed: {exc}"
             ) from exc
+        if not inflater.eof or inflater.unused_data:
+            raise StoreCorruptError(
+                session_id, "state", name, "the compressed blob is truncated or has trailing bytes"
+            )
     if hashlib.sha256(value).digest() != bytes(digest):
         raise StoreCorruptError(
             session_id, "state", name, "the blob does not match its SHA-256 digest"

@@ -9,6 +9,11 @@ are pipelined and the writes are one statement: a commit to an existing session
 costs two network round trips (lock and read; write and ``COMMIT``), a
 session's first commit three. Loads read one ``REPEATABLE READ`` snapshot.
 
+Session state blobs (``state``: one row per session and name, with the value's
+SHA-256 digest) and the metadata row (``session_meta``, keyed by session id, so
+it may exist before the session's head does) are written by that same write
+statement; a blob whose digest is unchanged is not rewritten.
+
 Messages are stored exactly as the SQLite store stores them, in a ``bytea``
 column: compact JSON without derivable part ids, zlib-compressed when that
 saves space. ``bytea`` rather than ``jsonb`` because the compressed form is
@@ -40,13 +45,17 @@ from . import queue
 from ._codec import (
     commit_messages,
     decode_message,
+    decode_meta,
     decode_record,
     decode_row,
     decode_usage_rows,
     encode_message,
+    encode_meta,
     encode_record,
     pack,
+    pack_state,
     sum_usage,
+    unpack_state,
 )
 from ._queue_ops import QueueOps
 from .base import (
@@ -56,12 +65,15 @@ from .base import (
     GraphNode,
     HeadRevisionConflict,
     RuntimeCommit,
+    SessionMeta,
     StoreCorruptError,
     StoredSession,
     StoreError,
     StoreSchemaError,
     TurnCommitConflict,
     check_commit,
+    check_limit,
+    check_meta,
     check_node_ids,
     check_session_id,
     check_turn_id,
@@ -126,6 +138,32 @@ _DDL: tuple[LiteralString, ...] = (
     )""",
 )
 
+_ADDED_DDL: tuple[LiteralString, ...] = (
+    # Named session-state blobs: the value's SHA-256 ``digest`` (which lets a
+    # commit skip an unchanged blob and a load detect a damaged one), and the
+    # value as given or zlib-compressed.
+    """CREATE TABLE IF NOT EXISTS {s}.state (
+        sid bigint NOT NULL REFERENCES {s}.sessions (sid),
+        name text NOT NULL,
+        digest bytea NOT NULL,
+        compressed boolean NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (sid, name)
+    )""",
+    # Keyed by the session id itself: metadata may be saved before the first commit.
+    """CREATE TABLE IF NOT EXISTS {s}.session_meta (
+        session_id text PRIMARY KEY,
+        created_at_ms bigint NOT NULL,
+        meta_json text NOT NULL
+    )""",
+    """CREATE INDEX IF NOT EXISTS session_meta_created
+        ON {s}.session_meta (created_at_ms, session_id)""",
+)
+"""Tables added within schema version 2; idempotent, so a schema without them gains them."""
+
+_ADDED_RELATIONS = frozenset({"state", "session_meta", "session_meta_created"})
+"""What ``_ADDED_DDL`` creates; when all exist an open takes no lock."""
+
 
 class PostgresSchemaError(StoreSchemaError):
     """The PostgreSQL schema holds something this library does not read; it was left untouched."""
@@ -147,6 +185,7 @@ class _Statements:
             return sql.SQL(text).format(s=ident).as_bytes(None)
 
         self.ddl = tuple(q(d) for d in _DDL)
+        self.added_ddl = tuple(q(d) for d in _ADDED_DDL)
         self.create_schema = q("CREATE SCHEMA {s}")
         self.read_version = q("SELECT value FROM {s}.meta WHERE key = 'schema_version'")
         self.write_version = q("INSERT INTO {s}.meta (key, value) VALUES ('schema_version', %s)")
@@ -196,8 +235,26 @@ class _Statements:
             "  INSERT INTO {s}.turn_stamps (sid, turn_id, commit_hash, revision, record)"
             "  SELECT %(sid)s, %(turn_id)s, %(commit_hash)b, %(revision)s, %(record)b"
             "  WHERE %(turn_id)s::text IS NOT NULL RETURNING 1"
+            "), kept AS ("
+            "  INSERT INTO {s}.state (sid, name, digest, compressed, data)"
+            "  SELECT %(sid)s, u.n, u.d, u.c, u.v"
+            "  FROM unnest(%(state_names)s::text[], %(digests)b::bytea[],"
+            "  %(compressed)s::boolean[], %(values)b::bytea[]) AS u(n, d, c, v)"
+            "  ON CONFLICT (sid, name) DO UPDATE SET digest = excluded.digest,"
+            "  compressed = excluded.compressed, data = excluded.data"
+            "  WHERE state.digest IS DISTINCT FROM excluded.digest RETURNING 1"
+            "), dropped AS ("
+            "  DELETE FROM {s}.state WHERE sid = %(sid)s AND name = ANY(%(dropped)s::text[])"
+            "  RETURNING 1"
+            "), described AS ("
+            "  INSERT INTO {s}.session_meta (session_id, created_at_ms, meta_json)"
+            "  SELECT %(meta_id)s::text, %(meta_at)s::bigint, %(meta_json)s::text"
+            "  WHERE %(meta_json)s::text IS NOT NULL"
+            "  ON CONFLICT (session_id) DO NOTHING RETURNING 1"
             ") SELECT (SELECT count(*) FROM bump) + (SELECT count(*) FROM appended)"
             " + (SELECT count(*) FROM summed) + (SELECT count(*) FROM stamped)"
+            " + (SELECT count(*) FROM kept) + (SELECT count(*) FROM dropped)"
+            " + (SELECT count(*) FROM described)"
         )
         # load: one REPEATABLE READ snapshot
         self.head = q(
@@ -234,6 +291,29 @@ class _Statements:
             "SELECT u.source, u.model, u.usage_json"
             " FROM {s}.usage u JOIN {s}.sessions h ON h.sid = u.sid"
             " WHERE h.session_id = %s ORDER BY u.usage_id"
+        )
+        self.state = q(
+            "SELECT t.name, t.digest, t.compressed, t.data"
+            " FROM {s}.state t JOIN {s}.sessions h ON h.sid = t.sid"
+            " WHERE h.session_id = %s"
+        )
+        # session metadata, independent of the head
+        self.put_meta = q(
+            "INSERT INTO {s}.session_meta (session_id, created_at_ms, meta_json)"
+            " VALUES (%s, %s, %s) ON CONFLICT (session_id) DO UPDATE"
+            " SET created_at_ms = excluded.created_at_ms, meta_json = excluded.meta_json"
+        )
+        self.add_meta = q(
+            "INSERT INTO {s}.session_meta (session_id, created_at_ms, meta_json)"
+            " VALUES (%s, %s, %s) ON CONFLICT (session_id) DO NOTHING RETURNING 1"
+        )
+        self.session_meta = q(
+            "SELECT session_id, created_at_ms, meta_json FROM {s}.session_meta"
+            " WHERE session_id = %s"
+        )
+        self.list_meta = q(
+            "SELECT session_id, created_at_ms, meta_json FROM {s}.session_meta"
+            " ORDER BY created_at_ms, session_id LIMIT %s"
         )
 
 
@@ -368,12 +448,15 @@ class PostgresStore(QueueOps):
                 head_cur = conn.cursor(binary=True)
                 message_cur = conn.cursor(binary=True)
                 usage_cur = conn.cursor(binary=True)
+                state_cur = conn.cursor(binary=True)
                 await head_cur.execute(q.head, (session_id,))
                 await message_cur.execute(q.messages, (session_id,))
                 await usage_cur.execute(q.usage, (session_id,))
+                await state_cur.execute(q.state, (session_id,))
                 head = await head_cur.fetchone()
                 message_rows = await message_cur.fetchall()
                 usage_rows = await usage_cur.fetchall()
+                state_rows = await state_cur.fetchall()
         except psycopg.Error as exc:
             raise StoreError(f"session {session_id!r}: load failed: {exc}") from exc
         if head is None:
@@ -393,6 +476,10 @@ class PostgresStore(QueueOps):
             usage=decode_usage_rows(session_id, usage_rows),
             leaf_id=leaf,
             nodes=nodes,
+            state={
+                name: unpack_state(session_id, name, digest, compressed, data)
+                for name, digest, compressed, data in state_rows
+            },
         )
 
     async def load_turn(self, session_id: str, turn_id: str) -> CommittedTurn | None:
@@ -478,14 +565,11 @@ class PostgresStore(QueueOps):
     async def commit(self, commit: RuntimeCommit) -> CommitResult:
         """Apply one commit in one transaction (see ``SessionStore.commit``)."""
         check_commit(commit)
-        blobs = [_as_bytes(pack(encode_message(m))) for m in commit_messages(commit)]
-        usage = sum_usage(commit)
-        packed = encode_record(commit)
-        record = None if packed is None else _as_bytes(packed)
+        encoded = _Encoded(commit)
         tally = _Tally()
         try:
             async with self._transaction(b"BEGIN") as conn:
-                result = await self._apply(conn, commit, blobs, record, usage, tally)
+                result = await self._apply(conn, commit, encoded, tally)
         except psycopg.Error as exc:
             turn = f" turn {commit.stamp.turn_id!r}" if commit.stamp is not None else ""
             outcome = (
@@ -499,6 +583,65 @@ class PostgresStore(QueueOps):
             ) from exc
         self._rows_written += await tally.total()
         return result
+
+    async def save_session_meta(self, meta: SessionMeta, *, replace: bool = True) -> SessionMeta:
+        """Write the session's metadata row (see ``SessionStore.save_session_meta``).
+
+        With ``replace=False`` the row stored afterwards is read back: when two
+        workers race, both get the one row that won.
+        """
+        check_meta(meta)
+        row = (meta.session_id, meta.created_at_ms, encode_meta(meta))
+        q = self._sql
+        try:
+            async with self._transaction(b"BEGIN") as conn:
+                if replace:
+                    await conn.execute(q.put_meta, row)
+                    stored = None
+                    written = 1
+                else:
+                    # The read is a later statement than the insert, so it sees
+                    # the row a concurrent insert committed while this one waited.
+                    add_cur = conn.cursor(binary=True)
+                    read_cur = conn.cursor(binary=True)
+                    await add_cur.execute(q.add_meta, row)
+                    await read_cur.execute(q.session_meta, (meta.session_id,))
+                    written = 0 if await add_cur.fetchone() is None else 1
+                    stored = await read_cur.fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"session {meta.session_id!r}: saving metadata failed and was rolled back: {exc}"
+            ) from exc
+        self._rows_written += written
+        if replace:
+            return meta
+        if stored is None:  # cannot happen: metadata rows are never deleted
+            raise StoreError(f"session {meta.session_id!r}: the metadata row vanished")
+        return _decode_meta_row(*stored)
+
+    async def load_session_meta(self, session_id: str) -> SessionMeta | None:
+        """The session's metadata row, or None; a damaged row is a ``StoreCorruptError``."""
+        check_session_id(session_id)
+        try:
+            async with self._transaction(_BEGIN_SNAPSHOT) as conn:
+                cur = conn.cursor(binary=True)
+                await cur.execute(self._sql.session_meta, (session_id,))
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(f"session {session_id!r}: loading metadata failed: {exc}") from exc
+        return None if row is None else _decode_meta_row(*row)
+
+    async def list_sessions(self, *, limit: int | None = None) -> tuple[SessionMeta, ...]:
+        """Metadata rows, oldest first (by creation time, then session id)."""
+        check_limit(limit)
+        try:
+            async with self._transaction(_BEGIN_SNAPSHOT) as conn:
+                cur = conn.cursor(binary=True)
+                await cur.execute(self._sql.list_meta, (limit,))
+                rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"{self!r}: listing sessions failed: {exc}") from exc
+        return tuple(_decode_meta_row(*row) for row in rows)
 
     async def aclose(self) -> None:
         """Close the pool; idempotent."""
@@ -556,27 +699,32 @@ class PostgresStore(QueueOps):
     async def _prepare(self, conn: psycopg.AsyncConnection[Any]) -> None:
         # Check the version before anything that could write, so a schema we do
         # not understand is left exactly as it was.
-        found = await self._read_version(conn)
-        if found is None:
+        found, missing = await self._inspect(conn)
+        if found is None or (found == str(SCHEMA_VERSION) and missing):
             async with conn.transaction():
-                # DDL is transactional; the lock makes concurrent first opens wait
-                # for one creator instead of racing on the catalog.
+                # DDL is transactional; the lock makes concurrent opens wait for
+                # one creator instead of racing on the catalog. A complete schema
+                # of this version never takes it.
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, self._schema)
                 )
-                found = await self._read_version(conn)
+                found, missing = await self._inspect(conn)
                 if found is None:
                     cur = await conn.execute(
                         "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self._schema,)
                     )
                     if await cur.fetchone() is None:
                         await conn.execute(self._sql.create_schema)
-                    for ddl in self._sql.ddl:
+                    for ddl in (*self._sql.ddl, *self._sql.added_ddl):
                         await conn.execute(ddl)
                     for queue_ddl in postgres_queue_schema(self._schema):
                         await conn.execute(queue_ddl)
                     await conn.execute(self._sql.write_version, (str(SCHEMA_VERSION),))
                     found = str(SCHEMA_VERSION)
+                elif found == str(SCHEMA_VERSION) and missing:
+                    # Written before the state and metadata tables existed.
+                    for ddl in self._sql.added_ddl:
+                        await conn.execute(ddl)
         if found != str(SCHEMA_VERSION):
             raise PostgresSchemaError(
                 self._schema,
@@ -585,17 +733,23 @@ class PostgresStore(QueueOps):
                 found=found,
             )
 
-    async def _read_version(self, conn: psycopg.AsyncConnection[Any]) -> str | None:
-        """The stored schema version; None for a missing or empty schema; refuses foreign ones."""
+    async def _inspect(self, conn: psycopg.AsyncConnection[Any]) -> tuple[str | None, bool]:
+        """The stored schema version and whether ``_ADDED_DDL`` has work to do.
+
+        The version is None for a missing or empty schema; a schema holding
+        tables but no lash version is refused.
+        """
         cur = await conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+            "SELECT c.relname, c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'i')",
             (self._schema,),
         )
-        names = {row[0] for row in await cur.fetchall()}
-        if not names:
-            return None
-        if "meta" not in names:
+        rows = await cur.fetchall()
+        tables = {name for name, is_table in rows if is_table}
+        if not tables:
+            return None, True
+        if "meta" not in tables:
             raise PostgresSchemaError(
                 self._schema, "it holds tables but no lash schema version; not touching it"
             )
@@ -605,19 +759,18 @@ class PostgresStore(QueueOps):
             raise PostgresSchemaError(
                 self._schema, "the meta table has no schema_version; not touching it"
             )
-        return str(row[0])
+        return str(row[0]), bool(_ADDED_RELATIONS - {name for name, _ in rows})
 
     async def _apply(
         self,
         conn: psycopg.AsyncConnection[Any],
         commit: RuntimeCommit,
-        blobs: list[bytes],
-        record: bytes | None,
-        usage: dict[tuple[str, str], LlmUsage],
+        encoded: _Encoded,
         tally: _Tally,
     ) -> CommitResult:
         """The commit's statements, inside its pipelined transaction."""
         q = self._sql
+        usage = encoded.usage
         session_id = commit.session_id
         stamp = commit.stamp
         appending = commit.replace_graph is None
@@ -660,7 +813,7 @@ class PostgresStore(QueueOps):
             if created is not None:
                 await self._complete_claims(conn, commit)
                 tally.rows += 1
-                await self._write(conn, created[0], None, 0, 1, commit, blobs, record, usage, tally)
+                await self._write(conn, created[0], None, 0, 1, commit, encoded, usage, tally)
                 return CommitResult(revision=1)
             # Another worker created it first; lock that row and look again.
         sid, actual = head
@@ -696,9 +849,10 @@ class PostgresStore(QueueOps):
         for source, model, data in prior_usage or ():
             prior = decode_row(session_id, "usage", f"{source}/{model}", data, LlmUsage)
             totals[(source, model)] = prior + usage[(source, model)]
-        # 5. Round 2: bump, append, upsert, stamp; the caller's COMMIT rides along.
+        # 5. Round 2: bump, append, upsert usage and state, stamp, describe; the
+        #    caller's COMMIT rides along.
         revision = actual + 1
-        await self._write(conn, sid, leaf, next_seq, revision, commit, blobs, record, totals, tally)
+        await self._write(conn, sid, leaf, next_seq, revision, commit, encoded, totals, tally)
         return CommitResult(revision=revision)
 
     async def _complete_claims(
@@ -730,8 +884,7 @@ class PostgresStore(QueueOps):
         next_seq: int,
         revision: int,
         commit: RuntimeCommit,
-        blobs: list[bytes],
-        record: bytes | None,
+        encoded: _Encoded,
         totals: dict[tuple[str, str], LlmUsage],
         tally: _Tally,
     ) -> None:
@@ -764,16 +917,61 @@ class PostgresStore(QueueOps):
                 "after_seq": next_seq + len(ids),
                 "ids": ids,
                 "parents": parents,
-                "blobs": blobs,
+                "blobs": encoded.blobs,
                 "sources": [k[0] for k in totals],
                 "models": [k[1] for k in totals],
                 "usage": [encode(u).decode() for u in totals.values()],
                 "turn_id": None if stamp is None else stamp.turn_id,
                 "commit_hash": None if stamp is None else bytes.fromhex(stamp.commit_hash),
-                "record": record,
+                "record": encoded.record,
+                "state_names": encoded.state_names,
+                "digests": encoded.digests,
+                "compressed": encoded.compressed,
+                "values": encoded.values,
+                "dropped": encoded.dropped,
+                "meta_id": commit.session_id,
+                "meta_at": None if commit.meta is None else commit.meta.created_at_ms,
+                "meta_json": encoded.meta_json,
             },
         )
         tally.counted = cur
+
+
+class _Encoded:
+    """A commit's rows encoded for the database, before its transaction starts."""
+
+    __slots__ = (
+        "blobs",
+        "compressed",
+        "digests",
+        "dropped",
+        "meta_json",
+        "record",
+        "state_names",
+        "usage",
+        "values",
+    )
+
+    def __init__(self, commit: RuntimeCommit) -> None:
+        self.blobs = [_as_bytes(pack(encode_message(m))) for m in commit_messages(commit)]
+        self.usage = sum_usage(commit)
+        packed = encode_record(commit)
+        self.record = None if packed is None else _as_bytes(packed)
+        self.state_names: list[str] = []
+        self.digests: list[bytes] = []
+        self.compressed: list[bool] = []
+        self.values: list[bytes] = []
+        self.dropped: list[str] = []
+        for name, value in commit.state.items():
+            if value is None:
+                self.dropped.append(name)
+                continue
+            digest, compressed, data = pack_state(value)
+            self.state_names.append(name)
+            self.digests.append(digest)
+            self.compressed.append(compressed)
+            self.values.append(data)
+        self.meta_json = None if commit.meta is None else encode_meta(commit.meta)
 
 
 class _Tally:
@@ -798,6 +996,20 @@ def _unpack(data: bytes) -> str | bytes:
     if data[:1] == b"{":
         return data.decode()
     return data
+
+
+def _decode_meta_row(session_id: str, created_at_ms: int, data: str) -> SessionMeta:
+    """A ``session_meta`` row; its ordering column must agree with its JSON."""
+    meta = decode_meta(session_id, data)
+    if meta.created_at_ms != created_at_ms:
+        raise StoreCorruptError(
+            session_id,
+            "session_meta",
+            session_id,
+            f"the created_at_ms column holds {created_at_ms}, the JSON {meta.created_at_ms}",
+            path="$.created_at_ms",
+        )
+    return meta
 
 
 def _decode_stored(session_id: str, node_id: str, data: bytes) -> Message:
