@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import msgspec
 import pytest
@@ -48,11 +48,14 @@ from ..kernel.outcome import AssistantAnswer, Finished
 from ..runtime.effects import DurabilityTier
 from ..runtime.queue import Delivery
 from ..store.base import (
+    MAX_STATE_NAME,
     CommitResult,
     GraphError,
     GraphNode,
     HeadRevisionConflict,
     RuntimeCommit,
+    SessionMeta,
+    SessionRelation,
     SessionStore,
     StoredSession,
     TurnCommitConflict,
@@ -248,6 +251,7 @@ class _ModelSession:
         self.iteration = 0
         self.usage: dict[tuple[str, str], LlmUsage] = {}
         self.stamps: dict[str, tuple[str, int]] = {}
+        self.state: dict[str, bytes] = {}
 
     def live(self) -> list[str]:
         return [i for i in self.nodes if i not in self.dead]
@@ -297,6 +301,11 @@ class _Model:
         for row in c.usage:
             key = (row.source, row.model)
             s.usage[key] = s.usage.get(key, LlmUsage()) + row.usage
+        for name, value in c.state.items():
+            if value is None:
+                s.state.pop(name, None)
+            else:
+                s.state[name] = value
         if c.stamp is not None:
             s.stamps[c.stamp.turn_id] = (c.stamp.commit_hash, s.revision)
         return CommitResult(revision=s.revision)
@@ -338,6 +347,7 @@ class _Model:
             usage=tuple(UsageRow(source=k[0], model=k[1], usage=u) for k, u in s.usage.items()),
             leaf_id=s.leaf,
             nodes=tuple(s.nodes[i] for i in s.live()),
+            state=dict(s.state),
         )
 
 
@@ -348,6 +358,7 @@ class _Op(NamedTuple):
     variant: int
     kind: str = "append"
     pick: int = 0
+    state: int = 0
 
 
 _SESSIONS = ("alpha", "beta")
@@ -362,6 +373,7 @@ _OPS = st.lists(
             ("append", "append", "append", "under", "branch", "tombstone", "vacuum")
         ),
         pick=st.integers(0, 50),
+        state=st.integers(0, 3),
     ),
     max_size=20,
 )
@@ -374,6 +386,17 @@ def _picked(model: _Model, op: _Op) -> str | None:
     if op.pick >= 40 or not live:
         return f"nowhere-{op.pick}"
     return live[op.pick % len(live)]
+
+
+def _op_state(key: str, choice: int) -> dict[str, bytes | None]:
+    """A state change: none, a set, a delete with an empty blob, a big blob and absent deletes."""
+    changes: list[dict[str, bytes | None]] = [
+        {},
+        {"a": key.encode()},
+        {"a": None, "b": b""},
+        {"b": None, "c": b"\x00" + key.encode() * 100, "never-set": None},
+    ]
+    return changes[choice]
 
 
 def _op_commit(index: int, op: _Op, actual: int | None, node: str | None = None) -> RuntimeCommit:
@@ -402,6 +425,7 @@ def _op_commit(index: int, op: _Op, actual: int | None, node: str | None = None)
         usage=tuple(usage),
         parent_id=node if op.kind == "under" else None,
         leaf_id=node if op.kind == "branch" else None,
+        state=_op_state(key, op.state if op.turn is None else (2 * op.turn + op.variant) % 4),
     )
     return commit if op.turn is None else stamped(commit, f"turn-{op.turn}")
 
@@ -1139,6 +1163,744 @@ class StoreConformance:
 
         self.run(make_store, body)
 
+    # ------------------------------------------------------------ session state
+
+    def test_state_round_trips_exactly_and_later_commits_merge(
+        self, make_store: StoreFactory
+    ) -> None:
+        """Blobs load back byte for byte; a commit changes only the names it gives."""
+
+        async def body(store: SessionStore) -> None:
+            big = hashlib.shake_256(b"incompressible").digest(200 * 1024)
+            wide = b"ab\x00" * (200 * 1024 // 3)  # compresses well
+            first: dict[str, bytes | None] = {
+                "plugin:memory": b"one",
+                "empty": b"",
+                "nul": b"\x00a\x00\x00",
+                "big": big,
+                "wide": wide,
+                "h\u00e9llo \U0001f600": b"\xff\xfe\x00",
+                "n" * MAX_STATE_NAME: b"the longest name",
+            }
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s", expected_revision=None, messages=_texts("a", 1), state=first
+                )
+            )
+            want = dict(first)
+
+            async def check(step: str) -> None:
+                loaded = await store.load("s")
+                assert loaded is not None
+                assert sorted(loaded.state) == sorted(want), step
+                for name, value in want.items():
+                    got = loaded.state[name]
+                    assert type(got) is bytes, (step, name, type(got))
+                    assert got == value, (step, name, len(got), len(value or b""))
+
+            await check("first commit")
+            snapshot = await store.load("s")
+            assert snapshot is not None
+            snapshot.state["empty"] = b"changed"
+            del snapshot.state["big"]
+            await check("a loaded session is a snapshot")
+            change: dict[str, bytes | None] = {"plugin:memory": b"two", "added": b"\x00"}
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=1, state=change))
+            want.update(change)
+            await check("a later commit keeps the names it does not give")
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=2,
+                    state={"big": None, "never-set": None, "nul": None},
+                )
+            )
+            del want["big"], want["nul"]
+            await check("None deletes; deleting an absent name is fine")
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=3, messages=_texts("b", 1))
+            )
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s", expected_revision=4, state={"wide": wide, "empty": b""}
+                )
+            )
+            await check("a commit without state, then one with the stored values")
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=5, state={"big": b"", "nul": big})
+            )
+            want.update(big=b"", nul=big)
+            await check("deleted names set again; a big blob replaced by an empty one")
+            # a session that never had state, and one whose every blob was deleted
+            await store.commit(
+                RuntimeCommit(session_id="bare", expected_revision=None, messages=_texts("c", 1))
+            )
+            await store.commit(
+                RuntimeCommit(session_id="gone", expected_revision=None, state={"x": b"1"})
+            )
+            await store.commit(
+                RuntimeCommit(session_id="gone", expected_revision=1, state={"x": None})
+            )
+            for sid in ("bare", "gone"):
+                loaded = await store.load(sid)
+                assert loaded is not None
+                assert loaded.state == {}, sid
+
+        self.run(make_store, body)
+
+    def test_state_is_part_of_the_turn_stamp(self, make_store: StoreFactory) -> None:
+        """Same turn, same state: replayed, nothing written; other state: a conflict."""
+
+        async def body(store: SessionStore) -> None:
+            turn = stamped(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=None,
+                    messages=_texts("t1", 1),
+                    state={"k": b"v1", "gone": None},
+                ),
+                "turn-1",
+            )
+            assert await store.commit(turn) == CommitResult(revision=1)
+            landed = await store.load("s")
+            assert landed is not None
+            assert landed.state == {"k": b"v1"}
+            written = self.rows_written(store)
+            assert await store.commit(turn) == CommitResult(revision=1, replayed=True)
+            assert await store.load("s") == landed
+            assert self.rows_written(store) == written, "a replay writes nothing"
+            # the state moves on; a retry of turn 1 must not put its state back
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s", expected_revision=1, state={"k": b"v2", "other": b"o"}
+                )
+            )
+            moved = await store.load("s")
+            assert moved is not None
+            assert moved.state == {"k": b"v2", "other": b"o"}
+            written = self.rows_written(store)
+            for expected in (None, 1, 2):
+                retry = stamped(msgspec.structs.replace(turn, expected_revision=expected), "turn-1")
+                assert await store.commit(retry) == CommitResult(revision=1, replayed=True)
+                assert await store.load("s") == moved, f"replay from revision {expected}"
+            assert self.rows_written(store) == written, "a replay writes nothing"
+            # other state under the same turn id is other content
+            others: list[dict[str, bytes | None]] = [
+                {"k": b"v1-changed", "gone": None},
+                {"k": b"v1", "gone": None, "extra": b""},
+                {"k": None, "gone": None},
+                {},
+            ]
+            for state in others:
+                changed = stamped(
+                    msgspec.structs.replace(turn, expected_revision=2, state=state), "turn-1"
+                )
+                with pytest.raises(TurnCommitConflict) as info:
+                    await store.commit(changed)
+                assert info.value.stamp == changed.stamp, state
+                assert await store.load("s") == moved, state
+            record = await store.load_turn("s", "turn-1")
+            assert record is not None
+            assert (record.revision, record.commit_hash) == (1, turn.stamp.commit_hash)  # type: ignore[union-attr]
+
+        self.run(make_store, body)
+
+    def test_refused_commits_write_no_state(self, make_store: StoreFactory) -> None:
+        """A stale revision or a graph error: none of the commit's state is written."""
+
+        async def body(store: SessionStore) -> None:
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=None,
+                    messages=_texts("a", 2),
+                    state={"k": b"v1", "keep": b"x"},
+                )
+            )
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=1, state={"k": b"v2"})
+            )
+            before = await store.load("s")
+            assert before is not None
+            assert before.state == {"k": b"v2", "keep": b"x"}
+            change: dict[str, bytes | None] = {"k": b"late", "keep": None, "new": b"n"}
+            stale = RuntimeCommit(
+                session_id="s", expected_revision=1, messages=_texts("late", 1), state=change
+            )
+            for commit in (stale, stamped(stale, "turn-late")):
+                with pytest.raises(HeadRevisionConflict):
+                    await store.commit(commit)
+                assert await store.load("s") == before, "a stale commit wrote state"
+            assert await store.load_turn("s", "turn-late") is None
+            bad_graph = [
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=2,
+                    messages=_texts("x", 1),
+                    parent_id="zz",
+                    state=change,
+                ),
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=2,
+                    messages=_texts("x", 1) + _texts("a", 1),
+                    state=change,
+                ),
+                RuntimeCommit(session_id="s", expected_revision=2, leaf_id="zz", state=change),
+            ]
+            for commit in bad_graph:
+                with pytest.raises(GraphError):
+                    await store.commit(stamped(commit, "turn-graph"))
+                assert await store.load("s") == before, "a commit failing a graph check wrote state"
+            # refused first commits leave no session behind, and no state
+            for commit in (
+                RuntimeCommit(
+                    session_id="new",
+                    expected_revision=None,
+                    messages=_texts("n", 1),
+                    parent_id="zz",
+                    state={"k": b"v"},
+                ),
+                RuntimeCommit(session_id="new", expected_revision=3, state={"k": b"v"}),
+            ):
+                with pytest.raises((GraphError, HeadRevisionConflict)):
+                    await store.commit(commit)
+                assert await store.load("new") is None
+            # the next good commit starts from the stored state
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=2, state={"new": b"n"})
+            )
+            after = await store.load("s")
+            assert after is not None
+            assert after.state == {"k": b"v2", "keep": b"x", "new": b"n"}
+
+        self.run(make_store, body)
+
+    def test_malformed_state_is_refused_before_anything_is_written(
+        self, make_store: StoreFactory
+    ) -> None:
+        """Non-bytes values and bad names: a ``ValueError`` naming the problem, no write."""
+
+        async def body(store: SessionStore) -> None:
+            await store.commit(
+                RuntimeCommit(session_id="s", expected_revision=None, state={"k": b"v"})
+            )
+            before = await store.load("s")
+            written = self.rows_written(store)
+            bad: list[tuple[str, dict[Any, Any]]] = [
+                ("'k': the value must be bytes or None, got str", {"ok": b"1", "k": "text"}),
+                ("got bytearray", {"k": bytearray(b"x"), "ok": b"1"}),
+                ("got int", {"k": 1}),
+                ("got memoryview", {"k": memoryview(b"x")}),
+                ("state name must not be blank", {"": b"x"}),
+                ("state name must not be blank", {" \t": b"x"}),
+                ("state name must not contain NUL", {"a\x00b": b"x"}),
+                (f"is {MAX_STATE_NAME + 1} characters", {"n" * (MAX_STATE_NAME + 1): b"x"}),
+                ("state name must be a string", {7: b"x"}),
+                ("state name must be valid Unicode", {"s\ud800": b"x"}),
+            ]
+            for what, state in bad:
+                for sid, revision in (("s", 1), ("new", None)):
+                    with pytest.raises(ValueError, match=what):
+                        await store.commit(
+                            RuntimeCommit(
+                                session_id=sid,
+                                expected_revision=revision,
+                                messages=_texts(f"{sid}-m", 1),
+                                state=state,
+                            )
+                        )
+                assert await store.load("s") == before, what
+                assert await store.load("new") is None, what
+            assert self.rows_written(store) == written
+
+        self.run(make_store, body)
+
+    def test_state_is_per_session_and_a_fork_can_carry_it(self, make_store: StoreFactory) -> None:
+        """Sessions keep their own blobs; a ``replace_graph`` fork given the state has it."""
+
+        async def body(store: SessionStore) -> None:
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s1",
+                    expected_revision=None,
+                    messages=_texts("a", 3),
+                    state={"k": b"1", "only-1": b"x"},
+                )
+            )
+            await store.commit(
+                RuntimeCommit(session_id="s2", expected_revision=None, state={"k": b"2"})
+            )
+            await store.commit(
+                RuntimeCommit(session_id="s1", expected_revision=1, state={"k": None})
+            )
+            source = await store.load("s1")
+            assert source is not None
+            assert source.state == {"only-1": b"x"}
+            other = await store.load("s2")
+            assert other is not None
+            assert other.state == {"k": b"2"}, "a delete in one session touches no other"
+            fork_meta = SessionMeta(
+                session_id="f",
+                created_at_ms=30,
+                relation=SessionRelation(
+                    kind="fork", parent_session_id="s1", node_id=source.leaf_id
+                ),
+            )
+            carried: dict[str, bytes | None] = dict(source.state)
+            await store.commit(
+                RuntimeCommit(
+                    session_id="f",
+                    expected_revision=None,
+                    replace_graph=source.nodes,
+                    leaf_id=source.leaf_id,
+                    state=carried,
+                    meta=fork_meta,
+                )
+            )
+            fork = await store.load("f")
+            assert fork is not None
+            assert fork.state == source.state
+            assert (fork.nodes, fork.messages) == (source.nodes, source.messages)
+            assert await store.load_session_meta("f") == fork_meta
+            assert await store.load_session_meta("s1") is None
+            # from here the two go their own ways
+            await store.commit(
+                RuntimeCommit(
+                    session_id="f", expected_revision=1, state={"only-1": b"fork", "f": b""}
+                )
+            )
+            await store.commit(
+                RuntimeCommit(session_id="s1", expected_revision=2, state={"only-1": None})
+            )
+            fork = await store.load("f")
+            assert fork is not None
+            assert fork.state == {"only-1": b"fork", "f": b""}
+            source = await store.load("s1")
+            assert source is not None
+            assert source.state == {}
+            assert await store.load("s2") == other
+            # rewriting a graph keeps the state the rewrite does not name
+            await store.commit(
+                RuntimeCommit(session_id="f", expected_revision=2, replace_graph=source.nodes[:1])
+            )
+            rewritten = await store.load("f")
+            assert rewritten is not None
+            assert rewritten.state == {"only-1": b"fork", "f": b""}
+
+        self.run(make_store, body)
+
+    def test_state_commit_cost_is_independent_of_stored_state(
+        self, make_store: StoreFactory
+    ) -> None:
+        """Setting one blob writes the same rows whether the session has 1 blob or 51."""
+
+        async def body(store: SessionStore) -> None:
+            if self.rows_written(store) is None:
+                pytest.skip(f"{type(store).__name__} does not report rows written")
+
+            async def cost(revision: int, state: dict[str, bytes | None]) -> int:
+                before = self.rows_written(store)
+                await store.commit(
+                    RuntimeCommit(session_id="s", expected_revision=revision, state=state)
+                )
+                after = self.rows_written(store)
+                assert before is not None
+                assert after is not None
+                return after - before
+
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=None))
+            early = await cost(1, {"k": b"1"})
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=2,
+                    state={f"stored-{i}": bytes([i]) * 600 for i in range(50)},
+                )
+            )
+            late = await cost(3, {"k": b"2"})
+            assert early == late, "a commit must not rewrite blobs it does not name"
+            assert 1 <= late <= 4, "the head and one blob, plus a bounded constant"
+            assert await cost(4, {"stored-0": None}) <= 4
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert len(loaded.state) == 50
+
+        self.run(make_store, body)
+
+    def test_concurrent_first_commits_write_only_the_winners_state_and_meta(
+        self, make_store: StoreFactory
+    ) -> None:
+        """Racing first commits: one lands, with its own state and metadata only."""
+
+        async def body(store: SessionStore) -> None:
+            commits = [
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=None,
+                    messages=_texts(f"w{w}", 1),
+                    state={"writer": bytes([w]), f"only-{w}": b"x"},
+                    meta=SessionMeta(session_id="s", created_at_ms=w, name=f"writer {w}"),
+                )
+                for w in range(4)
+            ]
+            outcomes = await asyncio.gather(*(_outcome(store.commit(c)) for c in commits))
+            winners = [w for w, o in enumerate(outcomes) if o[0] == "ok"]
+            assert len(winners) == 1, outcomes
+            (w,) = winners
+            assert sorted(outcomes)[:-1] == [("head", "s", None, 1)] * 3
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert loaded.messages == commits[w].messages
+            assert loaded.state == {"writer": bytes([w]), f"only-{w}": b"x"}
+            assert await store.load_session_meta("s") == commits[w].meta
+
+        self.run(make_store, body)
+
+    # ------------------------------------------------------------ session metadata
+
+    def test_session_meta_round_trips_every_field(self, make_store: StoreFactory) -> None:
+        """Every field loads back as saved, for sessions that were never committed."""
+
+        async def body(store: SessionStore) -> None:
+            assert await store.load_session_meta("nobody") is None
+            metas = [
+                SessionMeta(
+                    session_id="root",
+                    created_at_ms=1_700_000_000_123,
+                    name='h\u00e9llo "q" \U0001f600',
+                    model="gpt-5",
+                ),
+                SessionMeta(session_id="minimal", created_at_ms=0),
+                SessionMeta(
+                    session_id="fork",
+                    created_at_ms=2**63 - 1,
+                    name="a fork",
+                    model="",
+                    relation=SessionRelation(
+                        kind="fork", parent_session_id="root", node_id="root-3"
+                    ),
+                ),
+                SessionMeta(
+                    session_id="child",
+                    created_at_ms=5,
+                    relation=SessionRelation(
+                        kind="child", parent_session_id="root", turn_id="turn-7", call_id="call_1"
+                    ),
+                ),
+                SessionMeta(
+                    session_id="bare relation",
+                    created_at_ms=6,
+                    relation=SessionRelation(kind="fork", parent_session_id="elsewhere"),
+                ),
+            ]
+            for meta in metas:
+                assert await store.save_session_meta(meta) == meta
+            for meta in metas:
+                assert await store.load_session_meta(meta.session_id) == meta
+                assert await store.load(meta.session_id) is None, "metadata is not a head"
+            assert await store.list_sessions() == tuple(
+                sorted(metas, key=lambda m: (m.created_at_ms, m.session_id))
+            )
+            assert await store.load_session_meta("nobody") is None
+            with pytest.raises(ValueError, match="session id must not be blank"):
+                await store.load_session_meta("")
+            with pytest.raises(ValueError, match="session id must not contain NUL"):
+                await store.load_session_meta("root\x00")
+
+        self.run(make_store, body)
+
+    def test_save_session_meta_replaces_or_keeps(self, make_store: StoreFactory) -> None:
+        """``replace=True`` overwrites the whole row; ``replace=False`` returns the stored one."""
+
+        async def body(store: SessionStore) -> None:
+            first = SessionMeta(session_id="s", created_at_ms=10, name="first")
+            second = SessionMeta(
+                session_id="s",
+                created_at_ms=20,
+                model="m",
+                relation=SessionRelation(
+                    kind="child", parent_session_id="p", turn_id="t", call_id="c"
+                ),
+            )
+            assert await store.save_session_meta(first, replace=False) == first
+            assert await store.save_session_meta(second, replace=False) == first
+            assert await store.load_session_meta("s") == first
+            assert await store.save_session_meta(second) == second
+            assert await store.load_session_meta("s") == second, "the name is gone too"
+            assert await store.save_session_meta(first, replace=True) == first
+            assert await store.list_sessions() == (first,)
+            # racing keep-if-absent saves all get the one row that was stored
+            racers = [
+                SessionMeta(session_id="race", created_at_ms=i, name=f"r{i}") for i in range(4)
+            ]
+            got = await asyncio.gather(*(store.save_session_meta(m, replace=False) for m in racers))
+            assert got[0] in racers
+            assert got == [got[0]] * 4
+            assert await store.load_session_meta("race") == got[0]
+
+        self.run(make_store, body)
+
+    def test_commit_meta_is_written_only_when_the_session_has_none(
+        self, make_store: StoreFactory
+    ) -> None:
+        """A commit's metadata is inserted if absent and never replaces a stored row."""
+
+        async def body(store: SessionStore) -> None:
+            saved = SessionMeta(session_id="pre", created_at_ms=5, name="saved first")
+            await store.save_session_meta(saved)
+            await store.commit(
+                RuntimeCommit(
+                    session_id="pre",
+                    expected_revision=None,
+                    meta=SessionMeta(session_id="pre", created_at_ms=9, name="from the commit"),
+                )
+            )
+            assert await store.load_session_meta("pre") == saved
+            m1 = SessionMeta(session_id="s", created_at_ms=10, name="one", model="m")
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s", expected_revision=None, messages=_texts("a", 1), meta=m1
+                )
+            )
+            assert await store.load_session_meta("s") == m1
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s",
+                    expected_revision=1,
+                    meta=SessionMeta(session_id="s", created_at_ms=11, name="two"),
+                )
+            )
+            assert await store.load_session_meta("s") == m1, "a later commit replaced it"
+            # refused commits write no metadata
+            await store.commit(RuntimeCommit(session_id="bare", expected_revision=None))
+            late = SessionMeta(session_id="bare", created_at_ms=3, name="late")
+            for commit in (
+                RuntimeCommit(session_id="bare", expected_revision=None, meta=late),
+                RuntimeCommit(session_id="bare", expected_revision=1, leaf_id="zz", meta=late),
+            ):
+                with pytest.raises((HeadRevisionConflict, GraphError)):
+                    await store.commit(commit)
+                assert await store.load_session_meta("bare") is None
+            # a session first committed without metadata gets it from a later commit
+            await store.commit(RuntimeCommit(session_id="bare", expected_revision=1, meta=late))
+            assert await store.load_session_meta("bare") == late
+            assert [m.session_id for m in await store.list_sessions()] == ["bare", "pre", "s"]
+
+        self.run(make_store, body)
+
+    def test_meta_is_not_part_of_the_turn_stamp(self, make_store: StoreFactory) -> None:
+        """A retry with another ``created_at_ms`` replays; a replay writes no metadata."""
+
+        async def body(store: SessionStore) -> None:
+            base = RuntimeCommit(
+                session_id="s",
+                expected_revision=None,
+                messages=_texts("t1", 1),
+                state={"k": b"v"},
+            )
+            m1 = SessionMeta(session_id="s", created_at_ms=100, name="first try")
+            first = stamped(msgspec.structs.replace(base, meta=m1), "turn-1")
+            retry = stamped(
+                msgspec.structs.replace(base, meta=msgspec.structs.replace(m1, created_at_ms=200)),
+                "turn-1",
+            )
+            assert first.stamp == retry.stamp
+            assert await store.commit(first) == CommitResult(revision=1)
+            assert await store.commit(retry) == CommitResult(revision=1, replayed=True)
+            assert await store.load_session_meta("s") == m1
+            # a replay writes no metadata, even for a session that has none
+            plain = stamped(
+                RuntimeCommit(session_id="r", expected_revision=None, messages=_texts("r", 1)),
+                "turn-1",
+            )
+            await store.commit(plain)
+            landed = await store.load("r")
+            written = self.rows_written(store)
+            for expected in (None, 0, 1):
+                with_meta = stamped(
+                    msgspec.structs.replace(
+                        plain,
+                        expected_revision=expected,
+                        meta=SessionMeta(session_id="r", created_at_ms=1),
+                    ),
+                    "turn-1",
+                )
+                assert await store.commit(with_meta) == CommitResult(revision=1, replayed=True)
+                assert await store.load_session_meta("r") is None, f"replay at {expected}"
+            assert await store.load("r") == landed
+            assert self.rows_written(store) == written, "a replay writes nothing"
+            assert await store.list_sessions() == (m1,)
+
+        self.run(make_store, body)
+
+    def test_list_sessions_orders_by_creation_then_id_and_honours_limit(
+        self, make_store: StoreFactory
+    ) -> None:
+        """Oldest first, ties by session id (code point order); ``limit`` cuts the list."""
+
+        async def body(store: SessionStore) -> None:
+            assert await store.list_sessions() == ()
+            await store.commit(RuntimeCommit(session_id="no-meta", expected_revision=None))
+            assert await store.list_sessions() == (), "a session without metadata is not listed"
+            for sid, at in (("b", 20), ("z", 5), ("aa", 20), ("c", 10), ("a", 20)):
+                await store.save_session_meta(SessionMeta(session_id=sid, created_at_ms=at))
+            d = SessionMeta(session_id="d", created_at_ms=15, name="from a commit")
+            await store.commit(RuntimeCommit(session_id="d", expected_revision=None, meta=d))
+            every = await store.list_sessions()
+            assert [m.session_id for m in every] == ["z", "c", "d", "a", "aa", "b"]
+            assert every[2] == d
+            assert await store.list_sessions(limit=None) == every
+            assert await store.list_sessions(limit=0) == ()
+            assert await store.list_sessions(limit=1) == every[:1]
+            assert await store.list_sessions(limit=4) == every[:4]
+            assert await store.list_sessions(limit=100) == every
+            # a replaced row moves with its new creation time
+            await store.save_session_meta(SessionMeta(session_id="z", created_at_ms=20))
+            assert [m.session_id for m in await store.list_sessions()] == [
+                "c",
+                "d",
+                "a",
+                "aa",
+                "b",
+                "z",
+            ]
+            # ties compare ids by code point, not by a locale's collation
+            tied = ["\u00e9", "_x", "a-b", "B", "ab", "A", "a b"]
+            for sid in tied:
+                await store.save_session_meta(SessionMeta(session_id=sid, created_at_ms=99))
+            listed = [m.session_id for m in await store.list_sessions()]
+            assert listed[-len(tied) :] == sorted(tied), listed
+            for limit in (-1, True, False, "2", 1.5):
+                with pytest.raises(ValueError, match="limit"):
+                    await store.list_sessions(limit=cast(Any, limit))
+
+        self.run(make_store, body)
+
+    def test_bad_meta_is_refused_and_writes_nothing(self, make_store: StoreFactory) -> None:
+        """Bad metadata, saved or committed: a ``ValueError`` naming the field, no write."""
+
+        async def body(store: SessionStore) -> None:
+            good = SessionMeta(session_id="s", created_at_ms=1, name="good")
+            fork = SessionRelation(kind="fork", parent_session_id="p", node_id="n")
+
+            def bad_meta(**changes: Any) -> SessionMeta:
+                return msgspec.structs.replace(good, **changes)
+
+            bad: list[tuple[str, SessionMeta]] = [
+                ("created_at_ms must be a non-negative integer", bad_meta(created_at_ms=-1)),
+                ("created_at_ms", bad_meta(created_at_ms=True)),
+                ("created_at_ms", bad_meta(created_at_ms=2**63)),
+                ("created_at_ms", bad_meta(created_at_ms=1.5)),
+                ("name must not be blank", bad_meta(name="")),
+                ("name must not be blank", bad_meta(name=" \n")),
+                ("name must not contain NUL", bad_meta(name="a\x00")),
+                ("model must not contain NUL", bad_meta(model="m\x00")),
+                (
+                    "cannot be its own parent",
+                    bad_meta(relation=SessionRelation(kind="fork", parent_session_id="s")),
+                ),
+                (
+                    "fork or child",
+                    bad_meta(relation=msgspec.structs.replace(fork, kind="sibling")),
+                ),
+                (
+                    "fork or child",
+                    bad_meta(
+                        relation=SessionRelation(kind=cast(Any, "parent"), parent_session_id="p")
+                    ),
+                ),
+                (
+                    "parent session id must not be blank",
+                    bad_meta(relation=SessionRelation(kind="child", parent_session_id="")),
+                ),
+                (
+                    "relation call id must not contain NUL",
+                    bad_meta(
+                        relation=SessionRelation(
+                            kind="child", parent_session_id="p", call_id="c\x00"
+                        )
+                    ),
+                ),
+            ]
+            for what, meta in bad:
+                for replace in (True, False):
+                    with pytest.raises(ValueError, match=what):
+                        await store.save_session_meta(meta, replace=replace)
+                with pytest.raises(ValueError, match=what):
+                    await store.commit(
+                        RuntimeCommit(
+                            session_id="s", expected_revision=None, state={"k": b"v"}, meta=meta
+                        )
+                    )
+                assert await store.load_session_meta("s") is None, what
+                assert await store.load("s") is None, what
+            with pytest.raises(ValueError, match="session id must not be blank"):
+                await store.save_session_meta(bad_meta(session_id=""))
+            with pytest.raises(ValueError, match="must be a SessionMeta"):
+                await store.save_session_meta(cast(Any, {"session_id": "s", "created_at_ms": 1}))
+            with pytest.raises(ValueError, match="metadata names session 'other'"):
+                await store.commit(
+                    RuntimeCommit(
+                        session_id="s", expected_revision=None, meta=bad_meta(session_id="other")
+                    )
+                )
+            assert await store.load("s") is None
+            assert await store.load_session_meta("other") is None
+            assert await store.list_sessions() == ()
+            # a stored row survives refused saves and commits
+            await store.save_session_meta(good)
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=None))
+            for what, meta in bad:
+                with pytest.raises(ValueError, match=what):
+                    await store.save_session_meta(meta)
+                with pytest.raises(ValueError, match=what):
+                    await store.commit(
+                        RuntimeCommit(session_id="s", expected_revision=1, meta=meta)
+                    )
+                assert await store.load_session_meta("s") == good, what
+            loaded = await store.load("s")
+            assert loaded is not None
+            assert loaded.revision == 1
+            assert await store.list_sessions() == (good,)
+
+        self.run(make_store, body)
+
+    def test_tombstone_and_vacuum_leave_meta_and_state_alone(
+        self, make_store: StoreFactory
+    ) -> None:
+        """Hiding and deleting nodes changes neither the metadata row nor the state blobs."""
+
+        async def body(store: SessionStore) -> None:
+            a = _texts("a", 3)
+            meta = SessionMeta(session_id="s", created_at_ms=7, name="kept")
+            state: dict[str, bytes | None] = {"k": b"v", "empty": b"", "a-1": b"named like a node"}
+            await store.commit(
+                RuntimeCommit(
+                    session_id="s", expected_revision=None, messages=a, state=state, meta=meta
+                )
+            )
+            await store.commit(RuntimeCommit(session_id="s", expected_revision=1, leaf_id="a-0"))
+
+            async def check(step: str) -> None:
+                loaded = await store.load("s")
+                assert loaded is not None
+                assert loaded.state == state, step
+                assert await store.load_session_meta("s") == meta, step
+                assert await store.list_sessions() == (meta,), step
+
+            with pytest.raises(GraphError):
+                await store.tombstone("s", ["a-0"])
+            await check("a refused tombstone")
+            assert await store.tombstone("s", ["a-1"]) == 2
+            await check("tombstone")
+            assert await store.vacuum("s") == 2
+            await check("vacuum")
+            assert await store.vacuum("s") == 0
+            await check("an empty vacuum")
+
+        self.run(make_store, body)
+
     # ------------------------------------------------------------ queued work
 
     def test_queued_work_is_consumed_by_the_turn_commit(self, make_store: StoreFactory) -> None:
@@ -1258,7 +2020,7 @@ class StoreConformance:
     # ------------------------------------------------------------ the property
 
     def test_random_commit_sequences_match_a_model(self, make_store: StoreFactory) -> None:
-        """Random commits (stale, retried, conflicting) give the model's results and state."""
+        """Random commits (stale, retried, conflicting, with state) give the model's results."""
 
         async def check(ops: list[_Op]) -> None:
             store = make_store()
@@ -1288,9 +2050,9 @@ class StoreConformance:
                     expected = _model_outcome(model, commit)
                     got = await _outcome(store.commit(commit))
                     assert got == expected, f"op {index} {op}"
-                    if expected[0] != "ok" or expected[2]:
-                        loaded = await store.load(commit.session_id)
-                        assert loaded == model.load(commit.session_id), f"op {index} wrote"
+                    # after every commit, landed or not: the graph, counters and state
+                    loaded = await store.load(commit.session_id)
+                    assert loaded == model.load(commit.session_id), f"op {index} {op} stored"
                 for session_id in _SESSIONS:
                     assert await store.load(session_id) == model.load(session_id)
             finally:
