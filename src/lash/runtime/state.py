@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar, cast
 
 import msgspec
+import msgspec.inspect
 
 from ..store.base import MAX_STATE_NAME, check_text
 
@@ -72,8 +73,15 @@ class StateKey(Generic[T]):
         self._factory = default_factory
         try:
             self._decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(type)
+            custom = _custom_class(msgspec.inspect.type_info(type))
         except TypeError as exc:
             raise ValueError(f"state {name!r}: {type!r} is not a supported type: {exc}") from None
+        if custom is not None:
+            raise ValueError(
+                f"state {name!r}: {type!r} is not a supported type: it holds "
+                f"{custom.__qualname__}, which msgspec cannot encode (use a msgspec.Struct, "
+                "a dataclass, or built-in types)"
+            )
 
     def default(self) -> T:
         """The value of an unset slot."""
@@ -101,6 +109,26 @@ class StateKey(Generic[T]):
 
     def __repr__(self) -> str:
         return f"StateKey({self.name!r}, {self.type!r})"
+
+
+def _custom_class(node: msgspec.inspect.Type) -> type | None:
+    """The first class in a type tree that msgspec would need a hook for, if any."""
+    seen: set[int] = set()
+    stack: list[Any] = [node]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, msgspec.inspect.CustomType):
+            return item.cls
+        if isinstance(item, tuple | list):
+            stack.extend(item)
+        elif isinstance(item, msgspec.inspect.Field):
+            stack.append(item.type)
+        elif isinstance(item, msgspec.inspect.Type):
+            stack.extend(getattr(item, f) for f in item.__struct_fields__)
+    return None
 
 
 class StateView:

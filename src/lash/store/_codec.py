@@ -218,7 +218,10 @@ def unpack_state(
             ) from exc
         if not inflater.eof or inflater.unused_data:
             raise StoreCorruptError(
-                session_id, "state", name, "the compressed blob is truncated or has trailing bytes"
+                session_id,
+                "state",
+                name,
+                "not zlib-compressed: the stream is truncated or has trailing bytes",
             )
     if hashlib.sha256(value).digest() != bytes(digest):
         raise StoreCorruptError(
