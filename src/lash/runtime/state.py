@@ -131,18 +131,40 @@ def _custom_class(node: msgspec.inspect.Type) -> type | None:
     return None
 
 
-class StateView:
+class _Writer:
+    """Buffered writes, shared by both views."""
+
+    __slots__ = ("_writes",)
+
+    def __init__(self) -> None:
+        self._writes: StateWrites = {}
+
+    def set(self, key: StateKey[T], value: T) -> None:
+        """Set the slot (``StateError`` if ``value`` does not fit the key's type); it lands
+        with the turn's commit (for a tool call: if the call succeeds)."""
+        self._writes[key.name] = key.encode(value)
+
+    def delete(self, key: StateKey[Any]) -> None:
+        """Unset the slot."""
+        self._writes[key.name] = None
+
+    def writes(self) -> StateWrites:
+        """This reader's buffered changes, by name."""
+        return dict(self._writes)
+
+
+class StateView(_Writer):
     """Session state as committed, plus this reader's buffered writes.
 
     ``get`` decodes afresh each time: change a value by ``set``-ing it again,
     not by mutating what ``get`` returned.
     """
 
-    __slots__ = ("_base", "_writes")
+    __slots__ = ("_base",)
 
-    def __init__(self, base: Mapping[str, bytes], writes: StateWrites | None = None) -> None:
+    def __init__(self, base: Mapping[str, bytes]) -> None:
+        super().__init__()
         self._base = base
-        self._writes: StateWrites = writes if writes is not None else {}
 
     def get(self, key: StateKey[T]) -> T:
         """The slot's value, or its default while unset."""
@@ -157,18 +179,6 @@ class StateView:
 
     def __contains__(self, key: StateKey[Any]) -> bool:
         return self.raw(key.name) is not None
-
-    def set(self, key: StateKey[T], value: T) -> None:
-        """Set the slot (``StateError`` if ``value`` does not fit the key's type)."""
-        self._writes[key.name] = key.encode(value)
-
-    def delete(self, key: StateKey[Any]) -> None:
-        """Unset the slot."""
-        self._writes[key.name] = None
-
-    def writes(self) -> StateWrites:
-        """The buffered changes, by name."""
-        return dict(self._writes)
 
 
 def net_changes(base: Mapping[str, bytes], writes: Mapping[str, bytes | None]) -> StateWrites:
@@ -208,17 +218,17 @@ class CallSlots:
         return changes
 
 
-class ToolStateView:
+class ToolStateView(_Writer):
     """Session state as one tool call sees it (see the module docs)."""
 
-    __slots__ = ("_base", "_index", "_seen", "_slots", "_writes")
+    __slots__ = ("_base", "_index", "_seen", "_slots")
 
     def __init__(self, base: Mapping[str, bytes], slots: CallSlots, index: int) -> None:
+        super().__init__()
         self._base = base
         self._slots = slots
         self._index = index
         self._seen: StateWrites | None = None
-        self._writes: StateWrites = {}
 
     async def get(self, key: StateKey[T]) -> T:
         """The slot's value after the calls before this one, or its default while unset."""
@@ -234,21 +244,3 @@ class ToolStateView:
         if name in self._seen:
             return self._seen[name]
         return self._base.get(name)
-
-    async def view(self) -> StateWrites:
-        """The changes this call sees (the batch's, then its own), for nested batches."""
-        if self._seen is None:
-            self._seen = await self._slots.before(self._index)
-        return {**self._seen, **self._writes}
-
-    def set(self, key: StateKey[T], value: T) -> None:
-        """Set the slot; it lands with the turn's commit if this call succeeds."""
-        self._writes[key.name] = key.encode(value)
-
-    def delete(self, key: StateKey[Any]) -> None:
-        """Unset the slot."""
-        self._writes[key.name] = None
-
-    def writes(self) -> StateWrites:
-        """This call's own writes."""
-        return dict(self._writes)
