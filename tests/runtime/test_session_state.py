@@ -951,3 +951,48 @@ def test_a_replayed_turn_changes_no_state(kind: str, tmp_path: Path) -> None:
             assert executions == [0, 1]
 
     run(main(), TIMEOUT)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_cancelled_batch_keeps_the_state_its_finished_calls_wrote(
+    kind: str, tmp_path: Path
+) -> None:
+    """Finished calls keep their real results when a batch is cancelled, so their
+    state writes land with them; the cut-short call writes nothing."""
+    from lash import CancelToken
+
+    entered = asyncio.Event()
+
+    @tool
+    async def stuck(ctx: ToolContext) -> str:
+        """Write, then wait until cancelled."""
+        ctx.state.set(ITEMS, ["never"])
+        entered.set()
+        await asyncio.Event().wait()
+        return "never"
+
+    async def main() -> None:
+        provider = ScriptedProvider(
+            [Reply(tool_calls=[ToolCall("bump", id="c1"), ToolCall("stuck", id="c2")])]
+        )
+        core = LashCore(
+            provider=provider, model="m", store=_store(kind, tmp_path), tools=[bump, stuck]
+        )
+        async with core, core.session("s") as session:
+            token = CancelToken()
+            turn = asyncio.create_task(session.run("go", cancel=token))
+            await entered.wait()
+            token.cancel()
+            result = await turn
+            assert isinstance(result.outcome, Stopped)
+            assert result.outcome.reason is StopReason.CANCELLED
+            assert _value(result, "c1") == 1
+            assert session.get_state(COUNTER) == 1
+            assert session.get_state(ITEMS) == []  # the cut-short call wrote nothing
+        reopened = LashCore(provider=ScriptedProvider([]), model="m", store=_store(kind, tmp_path))
+        if kind == "sqlite":
+            async with reopened, reopened.session("s") as again:
+                assert again.get_state(COUNTER) == 1
+                assert again.get_state(ITEMS) == []
+
+    run(main(), TIMEOUT)

@@ -295,6 +295,9 @@ class TurnRunner:
             if done is None:
                 done = self._complete(call, output, 0)
                 await self._announce(done)
+            elif done.state_writes:  # a finished call's state lands with its result
+                self.state_changes.update(done.state_writes)
+                done = msgspec.structs.replace(done, state_writes={})
             results.append(done)
         try:
             self.machine.respond(ToolResults(id=outstanding.id, results=tuple(results)))
