@@ -262,6 +262,10 @@ class HttpProvider(AsyncClosing):
 
     _truncation_detail: ClassVar[str] = ""
     """Appended to the message of a stream that ended before the reply was complete."""
+    _path: ClassVar[str] = ""
+    """The endpoint below ``base_url`` that :meth:`complete` posts to."""
+    _operation: ClassVar[str] = ""
+    """What one call is called in errors (``chat completions``, ``messages``...)."""
 
     def __init__(
         self,
@@ -341,6 +345,29 @@ class HttpProvider(AsyncClosing):
                 "resolver (pass attachments=...)"
             )
         return await self._resolve(refs)
+
+    async def build_body(self, request: LlmRequest, *, stream: bool = False) -> dict[str, Any]:
+        """Resolve attachments and build the JSON body (exposed for tests and tracing)."""
+        raise NotImplementedError
+
+    def headers(self, body: Mapping[str, Any], *, stream: bool) -> dict[str, str]:
+        """The request headers for ``body``: bearer auth by default (never log them)."""
+        return self._json_headers({"Authorization": f"Bearer {self._api_key}"}, event_stream=stream)
+
+    async def complete(
+        self, request: LlmRequest, on_event: StreamCallback | None = None
+    ) -> LlmResponse:
+        """Run one call (no retries; see ``ProviderHandle``)."""
+        stream = self._streams(on_event)
+        body = await self.build_body(request, stream=stream)
+        return await self._exchange(
+            f"{self.base_url}{self._path}",
+            headers=self.headers(body, stream=stream),
+            body=body,
+            stream=stream,
+            on_event=on_event,
+            label=f"{self._name} {self._operation}",
+        )
 
     def _json_headers(self, auth: Mapping[str, str], *, event_stream: bool) -> dict[str, str]:
         """``auth``, the JSON content type, what to accept, then the extra headers."""

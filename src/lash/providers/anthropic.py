@@ -705,6 +705,9 @@ class AnthropicProvider(HttpProvider):
     retries.
     """
 
+    _path = "/v1/messages"
+    _operation = "messages"
+
     _truncation_detail = " (no message_stop or stop_reason)"
 
     def __init__(
@@ -744,7 +747,7 @@ class AnthropicProvider(HttpProvider):
         self.expose_thinking = expose_thinking
         self.betas = tuple(betas)
 
-    async def build_body(self, request: LlmRequest, *, stream: bool) -> dict[str, Any]:
+    async def build_body(self, request: LlmRequest, *, stream: bool = False) -> dict[str, Any]:
         """Resolve attachments and build the JSON body (exposed for tests and tracing)."""
         return build_messages_body(
             request,
@@ -772,21 +775,6 @@ class AnthropicProvider(HttpProvider):
         if betas:
             auth["anthropic-beta"] = ",".join(betas)
         return self._json_headers(auth, event_stream=stream)
-
-    async def complete(
-        self, request: LlmRequest, on_event: StreamCallback | None = None
-    ) -> LlmResponse:
-        """Run one Messages call (no retries; see ``ProviderHandle``)."""
-        stream = self._streams(on_event)
-        body = await self.build_body(request, stream=stream)
-        return await self._exchange(
-            f"{self.base_url}/v1/messages",
-            headers=self.headers(body, stream=stream),
-            body=body,
-            stream=stream,
-            on_event=on_event,
-            label=f"{self._name} messages",
-        )
 
     # ------------------------------------------------------------ internals
 

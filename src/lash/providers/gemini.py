@@ -1184,8 +1184,11 @@ class GeminiProvider(HttpProvider):
             return f"{url}:generateContent"
         return f"{url}:streamGenerateContent" + ("?alt=sse" if self.sse else "")
 
-    async def build_body(self, request: LlmRequest) -> dict[str, Any]:
-        """Resolve attachments and build the JSON body (exposed for tests and tracing)."""
+    async def build_body(self, request: LlmRequest, *, stream: bool = False) -> dict[str, Any]:
+        """Resolve attachments and build the JSON body (exposed for tests and tracing).
+
+        The body is the same either way: Gemini picks streaming by endpoint.
+        """
         return build_gemini_body(
             request,
             model=self.wire_model(request.model),

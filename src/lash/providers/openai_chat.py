@@ -369,6 +369,9 @@ class OpenAIChatProvider(HttpProvider):
     :class:`~lash.providers.http.ProviderHandle` for retries.
     """
 
+    _path = "/chat/completions"
+    _operation = "chat completions"
+
     def __init__(
         self,
         *,
@@ -396,7 +399,7 @@ class OpenAIChatProvider(HttpProvider):
         )
         self.max_tokens_field = max_tokens_field or _auto_max_tokens_field(self.base_url)
 
-    async def build_body(self, request: LlmRequest, *, stream: bool) -> dict[str, Any]:
+    async def build_body(self, request: LlmRequest, *, stream: bool = False) -> dict[str, Any]:
         """Resolve attachments and build the JSON body (exposed for tests and tracing)."""
         return build_chat_body(
             request,
@@ -404,22 +407,6 @@ class OpenAIChatProvider(HttpProvider):
             images=await self._images(request),
             stream=stream,
             max_tokens_field=self.max_tokens_field,
-        )
-
-    async def complete(
-        self, request: LlmRequest, on_event: StreamCallback | None = None
-    ) -> LlmResponse:
-        """Run one Chat Completions call (no retries; see ``ProviderHandle``)."""
-        stream = self._streams(on_event)
-        return await self._exchange(
-            f"{self.base_url}/chat/completions",
-            headers=self._json_headers(
-                {"Authorization": f"Bearer {self._api_key}"}, event_stream=stream
-            ),
-            body=await self.build_body(request, stream=stream),
-            stream=stream,
-            on_event=on_event,
-            label=f"{self._name} chat completions",
         )
 
     # ------------------------------------------------------------ internals

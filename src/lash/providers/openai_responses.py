@@ -819,6 +819,9 @@ class OpenAIResponsesProvider(HttpProvider):
     :class:`~lash.providers.http.ProviderHandle` for retries.
     """
 
+    _path = "/responses"
+    _operation = "responses"
+
     def __init__(
         self,
         *,
@@ -866,7 +869,7 @@ class OpenAIResponsesProvider(HttpProvider):
         self.max_output_tokens = max_output_tokens
         self.prompt_cache_key = prompt_cache_key
 
-    async def build_body(self, request: LlmRequest, *, stream: bool) -> dict[str, Any]:
+    async def build_body(self, request: LlmRequest, *, stream: bool = False) -> dict[str, Any]:
         """Resolve attachments and build the JSON body (exposed for tests and tracing)."""
         return build_responses_body(
             request,
@@ -878,22 +881,6 @@ class OpenAIResponsesProvider(HttpProvider):
             encrypted_reasoning=self.encrypted_reasoning,
             max_output_tokens=self.max_output_tokens,
             prompt_cache_key=self.prompt_cache_key,
-        )
-
-    async def complete(
-        self, request: LlmRequest, on_event: StreamCallback | None = None
-    ) -> LlmResponse:
-        """Run one Responses call (no retries; see ``ProviderHandle``)."""
-        stream = self._streams(on_event)
-        return await self._exchange(
-            f"{self.base_url}/responses",
-            headers=self._json_headers(
-                {"Authorization": f"Bearer {self._api_key}"}, event_stream=stream
-            ),
-            body=await self.build_body(request, stream=stream),
-            stream=stream,
-            on_event=on_event,
-            label=f"{self._name} responses",
         )
 
     # ------------------------------------------------------------ internals
