@@ -14,6 +14,8 @@ with ``tool:c4`` the sibling ``c3`` has finished and its step was journaled firs
 where both calls fail their first attempt as retryable and succeed on the second after a
 durable retry wait: c2 fails at once, c1 only after a delay, so the two calls finish in
 the opposite of their creation order.
+``LASH_TEST_SCENARIO=state`` makes every turn one ``step`` call whose argument is the
+number of user messages so far (it appends that to the session's state), then an answer.
 """
 
 from __future__ import annotations
@@ -67,6 +69,16 @@ def reply_for_retries(request: LlmRequest) -> Reply:
     return Reply(text=f"retries done after {results} results")
 
 
+def reply_for_state(request: LlmRequest) -> Reply:
+    last = request.messages[-1]
+    if any(isinstance(b, ToolResultBlock) for b in last.blocks):
+        return Reply(text="recorded")
+    turns = sum(m.role.value == "user" for m in request.messages) - sum(
+        isinstance(b, ToolResultBlock) for m in request.messages for b in m.blocks
+    )
+    return Reply(tool_calls=[ToolCall("step", {"x": turns}, id=f"s{turns}")])
+
+
 @tool(retry=SafeRetry(max_attempts=2, base_delay_ms=100, max_delay_ms=100))
 async def flaky(x: int) -> int:
     """Fails its first attempt (retryable), then succeeds; c1 takes a while to fail."""
@@ -96,8 +108,9 @@ class KillingHost(RestateEffectHost):
 
 def build(host: RestateEffectHost) -> LashCore:
     retries = SCENARIO == "retries"
+    replies = {"retries": reply_for_retries, "state": reply_for_state}
     core = LashCore(
-        provider=ScriptedProvider(reply_for_retries if retries else CHILD.reply_for),
+        provider=ScriptedProvider(replies.get(SCENARIO, CHILD.reply_for)),
         model="scripted",
         tools=[flaky] if retries else [step],
         instructions=INSTRUCTIONS,

@@ -182,6 +182,23 @@ def test_a_turn_with_tool_calls_runs_through_the_restate_ingress(
     assert facts["sessions"] == [(2, 2)]
 
 
+def test_a_later_turn_starts_from_the_state_earlier_turns_committed(
+    server: RestateServer, tmp_path: Path
+) -> None:
+    """Each turn's ``step`` appends to the session state; the handler must hand the
+    second turn the state the first one committed, not an empty one."""
+    endpoint = Endpoint(tmp_path, free_port(), scenario="state")
+    try:
+        server.register(endpoint.uri)
+        replies = [server.call("stateful", {"turn_id": f"t{i}", "input": "go"}) for i in (1, 2)]
+    finally:
+        endpoint.stop()
+    for reply in replies:
+        assert reply.status_code == 200, reply.text + endpoint.log()
+        assert reply.json()["text"] == "recorded"
+    assert stored_session(tmp_path, "stateful")[1] == [1, 2]
+
+
 def test_every_effect_is_a_named_step_journaling_hash_and_outcome(
     reference: dict[str, Any],
 ) -> None:

@@ -567,7 +567,11 @@ def _still_replaying(ctx: ObjectContext) -> bool:
 
 
 class _Head(msgspec.Struct, frozen=True, kw_only=True):
-    """The session as the turn first found it: counters and a digest of its history."""
+    """The session as the turn first found it: counters, its state and a digest of its history.
+
+    The state is kept whole (it is small, and once the commit lands the store
+    holds the turn's result, not what the turn started from).
+    """
 
     revision: int | None
     turn_index: int
@@ -575,6 +579,7 @@ class _Head(msgspec.Struct, frozen=True, kw_only=True):
     frame_id: str | None
     message_count: int
     history_hash: str
+    state: dict[str, bytes] = msgspec.field(default_factory=dict)
 
 
 def _head_of(stored: StoredSession | None) -> _Head:
@@ -595,6 +600,7 @@ def _head_of(stored: StoredSession | None) -> _Head:
         frame_id=stored.frame_id,
         message_count=len(stored.messages),
         history_hash=canonical_hash(list(stored.messages)),
+        state=dict(stored.state),
     )
 
 
@@ -667,6 +673,7 @@ async def _session_at(
         iteration=head.iteration,
         usage=usage,
         frame_id=head.frame_id,
+        state=head.state,
     )
     return session, landed
 
